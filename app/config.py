@@ -1,0 +1,95 @@
+"""Settings: read from the environment (and a ``.env`` file) once, then passed in.
+
+Nothing reads the environment at import time; ``create_app(settings)`` and the CLI call
+:meth:`Settings.from_env` once and hand the frozen struct down. Tests build their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+from dotenv import dotenv_values
+
+__all__ = ["Settings", "SettingsError"]
+
+MemoryStoreKind = Literal["sqlite", "firestore"]
+VectorIndexKind = Literal["numpy", "pinecone"]
+BlobStoreKind = Literal["file", "gcs"]
+LanguageModelKind = Literal["rules", "openai"]
+EmbedderKind = Literal["minilm", "openai"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot use."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """Every setting of the server; the README lists each with its environment variable."""
+
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    redis_url: str | None = None
+    admin_key: str | None = None
+    firebase_project_id: str | None = None
+    memory_store: MemoryStoreKind = "sqlite"
+    vector_index: VectorIndexKind = "numpy"
+    blob_store: BlobStoreKind = "file"
+    language_model: LanguageModelKind = "rules"
+    embedder: EmbedderKind = "minilm"
+    max_body_bytes: int = 10 * 1024 * 1024
+    plugin_timeout: float = 10.0
+    inference_threads: int = 2
+
+    @property
+    def key_value(self) -> Literal["sqlite", "redis"]:
+        """The KeyValue adapter: Redis when ``REDIS_URL`` is set, else the embedded SQLite one."""
+        return "redis" if self.redis_url else "sqlite"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
+        """Settings from ``environ`` (default ``os.environ``) over the values in ``env_file``."""
+        values: dict[str, str] = {}
+        if env_file is not None and env_file.is_file():
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+        raw: dict[str, object] = {}
+        for field, name in _ENV_NAMES.items():
+            value = values.get(name)
+            if value is not None and value != "":
+                raw[field] = value
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(_explain(str(exc))) from exc
+
+
+_ENV_NAMES: dict[str, str] = {
+    "data_dir": "OMI_DATA_DIR",
+    "host": "OMI_HOST",
+    "port": "OMI_PORT",
+    "log_level": "OMI_LOG_LEVEL",
+    "redis_url": "REDIS_URL",
+    "admin_key": "ADMIN_KEY",
+    "firebase_project_id": "FIREBASE_PROJECT_ID",
+    "memory_store": "OMI_MEMORY_STORE",
+    "vector_index": "OMI_VECTOR_INDEX",
+    "blob_store": "OMI_BLOB_STORE",
+    "language_model": "OMI_LANGUAGE_MODEL",
+    "embedder": "OMI_EMBEDDER",
+    "max_body_bytes": "OMI_MAX_BODY_BYTES",
+    "plugin_timeout": "OMI_PLUGIN_TIMEOUT",
+    "inference_threads": "OMI_INFERENCE_THREADS",
+}
+
+
+def _explain(message: str) -> str:
+    """Name the environment variable in a validation message such as ``... - at `$.port```."""
+    for field, name in _ENV_NAMES.items():
+        message = message.replace(f"`$.{field}`", name)
+    return f"invalid setting: {message}"
