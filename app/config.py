@@ -16,11 +16,12 @@ from dotenv import dotenv_values
 
 __all__ = ["Settings", "SettingsError"]
 
-MemoryStoreKind = Literal["sqlite", "firestore"]
-VectorIndexKind = Literal["numpy", "pinecone"]
-BlobStoreKind = Literal["file", "gcs"]
-LanguageModelKind = Literal["rules", "openai"]
-EmbedderKind = Literal["minilm", "openai"]
+# Production adapters (firestore, pinecone, gcs, openai) join these as they land.
+MemoryStoreKind = Literal["sqlite"]
+VectorIndexKind = Literal["numpy"]
+BlobStoreKind = Literal["file"]
+LanguageModelKind = Literal["rules"]
+EmbedderKind = Literal["minilm"]
 
 
 class SettingsError(ValueError):

@@ -1,0 +1,100 @@
+"""The ``omi-backend`` console script: ``serve`` and ``users create|revoke``.
+
+Secrets go to stdout alone (so ``TOKEN=$(omi-backend users create alice)`` works);
+everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from app.config import Settings, SettingsError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omi-backend", description="Open, self-hostable, Omi-compatible memory server."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP and WebSocket server", description="Run the server.")
+    serve.add_argument("--host", help="interface to listen on (default: OMI_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: OMI_PORT or 8000)")
+
+    users = commands.add_parser("users", help="manage user bearer tokens", description="Manage user tokens.")
+    user_commands = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = user_commands.add_parser(
+        "create", help="print a new bearer token for a user", description="Print a new bearer token for UID."
+    )
+    create.add_argument("uid", help="the user id (letters, digits and _ . @ : -)")
+    revoke = user_commands.add_parser(
+        "revoke",
+        help="revoke a user's token (or all of them)",
+        description="Revoke one token of UID, or every token of UID with --all.",
+    )
+    revoke.add_argument("uid")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--token", help="the token to revoke")
+    which.add_argument("--all", action="store_true", help="revoke every token of the user")
+    return parser
+
+
+async def _users(settings: Settings, args: argparse.Namespace) -> int:
+    from app.core.tokens import TokenService
+    from app.main import build_key_value
+
+    kv = build_key_value(settings)
+    try:
+        tokens = TokenService(kv)
+        if args.action == "create":
+            print(await tokens.create(args.uid))
+            return 0
+        revoked = await tokens.revoke(args.uid, None if args.all else args.token)
+        print(f"revoked {revoked} token(s) of {args.uid}", file=sys.stderr)
+        return 0 if revoked else 1
+    finally:
+        await kv.close()
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from app.main import create_app
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=settings.log_level,
+        ws_max_size=1024 * 1024,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"omi-backend: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "serve":
+            return _serve(settings, args)
+        return asyncio.run(_users(settings, args))
+    except ValueError as exc:
+        print(f"omi-backend: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""``create_app(settings)``: the one place where adapters, plugins and routes are wired."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi.config import OpenAPIConfig
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from app.api.auth import Authenticator, provide_uid
+from app.api.memories import MemoriesController
+from app.api.messages import MessagesController
+from app.config import Settings
+from app.core.pipeline import MemoryPipeline
+from app.core.ports import KeyValue
+from app.core.services import Services
+from app.core.tokens import TokenService
+from app.plugins.host import PluginHost
+from app.plugins.manager import build_plugin_manager
+
+__all__ = ["build_key_value", "build_services", "create_app"]
+
+log = logging.getLogger("omi_backend")
+
+
+def build_key_value(settings: Settings) -> KeyValue:
+    """The KeyValue adapter the settings ask for (the CLI needs only this one)."""
+    if settings.redis_url:
+        from app.backends.redis_kv import RedisKeyValue
+
+        return RedisKeyValue(settings.redis_url)
+    from app.backends.sqlite_kv import SQLiteKeyValue
+
+    return SQLiteKeyValue(settings.data_dir / "kv.db")
+
+
+def build_services(settings: Settings) -> Services:
+    """One adapter per port, chosen from the settings; nothing else branches on the choice."""
+    from app.backends.file_blobs import FileBlobStore
+    from app.backends.minilm_embedder import MiniLMEmbedder
+    from app.backends.numpy_index import NumpyVectorIndex
+    from app.backends.sqlite_store import SQLiteMemoryStore
+    from app.core.structurer import RuleBasedLanguageModel
+
+    embedder = MiniLMEmbedder(threads=settings.inference_threads)
+    return Services(
+        store=SQLiteMemoryStore(settings.data_dir / "memories.db"),
+        index=NumpyVectorIndex(settings.data_dir / "vectors.db"),
+        blobs=FileBlobStore(settings.data_dir / "blobs"),
+        kv=build_key_value(settings),
+        embedder=embedder,
+        llm=RuleBasedLanguageModel(embedder),
+    )
+
+
+def _firebase(settings: Settings) -> Any:
+    if not settings.firebase_project_id:
+        return None
+    from app.backends.firebase_auth import FirebaseVerifier
+
+    return FirebaseVerifier(settings.firebase_project_id)
+
+
+@get("/health", tags=["health"])
+async def health() -> dict[str, str]:
+    """Liveness for load balancers (no credentials needed, no data returned)."""
+    return {"status": "ok"}
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Unexpected failures: logged with the traceback, answered as JSON without internals."""
+    if isinstance(exc, HTTPException):
+        return Response({"status_code": exc.status_code, "detail": exc.detail}, status_code=exc.status_code)
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(
+        {"status_code": 500, "detail": "internal server error"}, status_code=HTTP_500_INTERNAL_SERVER_ERROR
+    )
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Litestar:
+    """The Litestar application for ``settings`` (read from the environment when omitted).
+
+    ``services`` lets a caller (tests, benchmarks) supply its own adapters; they are closed
+    with the app either way.
+    """
+    settings = settings or Settings.from_env()
+    chosen = services or build_services(settings)
+    plugins = build_plugin_manager()
+    for name, error in plugins.failures:
+        log.error("plugin %s failed to load: %s", name, error)
+    host = PluginHost(plugins.pm, timeout=settings.plugin_timeout)
+    pipeline = MemoryPipeline(chosen, host)
+    authenticator = Authenticator(
+        TokenService(chosen.kv), admin_key=settings.admin_key, firebase=_firebase(settings)
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await chosen.embedder.embed(["warm up"])  # load the model before the first request
+        fixed = await pipeline.reindex_pending()
+        if fixed:
+            log.info("re-indexed %d memories left pending", fixed)
+        try:
+            yield
+        finally:
+            await chosen.close()
+
+    return Litestar(
+        route_handlers=[health, MemoriesController, MessagesController],
+        dependencies={
+            "uid": Provide(provide_uid),
+            "services": Provide(lambda: chosen, use_cache=True, sync_to_thread=False),
+            "pipeline": Provide(lambda: pipeline, use_cache=True, sync_to_thread=False),
+        },
+        state=State(
+            {"settings": settings, "authenticator": authenticator, "plugins": host, "plugin_load": plugins}
+        ),
+        lifespan=[lifespan],
+        exception_handlers={HTTP_500_INTERNAL_SERVER_ERROR: _internal_error},
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="omi-backend", version="0.1.0", path="/schema"),
+        debug=False,
+    )
