@@ -1,0 +1,62 @@
+"""An app on the embedded adapters in a temporary data dir, with tokens for two users."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from app.backends.file_blobs import FileBlobStore
+from app.backends.minilm_embedder import MiniLMEmbedder
+from app.backends.numpy_index import NumpyVectorIndex
+from app.backends.sqlite_kv import SQLiteKeyValue
+from app.backends.sqlite_store import SQLiteMemoryStore
+from app.config import Settings
+from app.core.services import Services
+from app.core.structurer import RuleBasedLanguageModel
+from app.core.tokens import TokenService
+from app.main import create_app
+
+
+class Api(msgspec.Struct):
+    """A client plus what tests need around it."""
+
+    client: AsyncTestClient  # type: ignore[type-arg]
+    services: Services
+    alice: dict[str, str]
+    bob: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def embedder() -> MiniLMEmbedder:
+    return MiniLMEmbedder(threads=2)
+
+
+def embedded_services(data_dir: Path, embedder: MiniLMEmbedder) -> Services:
+    return Services(
+        store=SQLiteMemoryStore(data_dir / "memories.db"),
+        index=NumpyVectorIndex(data_dir / "vectors.db"),
+        blobs=FileBlobStore(data_dir / "blobs"),
+        kv=SQLiteKeyValue(data_dir / "kv.db"),
+        embedder=embedder,
+        llm=RuleBasedLanguageModel(embedder),
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", admin_key="test-admin-key-", max_body_bytes=2 * 1024 * 1024)
+
+
+@pytest.fixture
+async def api(settings: Settings, embedder: MiniLMEmbedder) -> AsyncIterator[Api]:
+    services = embedded_services(settings.data_dir, embedder)
+    app = create_app(settings, services=services)
+    async with AsyncTestClient(app=app) as client:
+        tokens = TokenService(services.kv)
+        alice = {"Authorization": f"Bearer {await tokens.create('alice')}"}
+        bob = {"Authorization": f"Bearer {await tokens.create('bob')}"}
+        yield Api(client=client, services=services, alice=alice, bob=bob)
