@@ -1,0 +1,37 @@
+"""The benchmark server: the real app, plus a bare Litestar route in the same process.
+
+``GET /bench/bare`` returns the bytes of the file named by ``BENCH_BARE_FILE`` (read once):
+the baseline that ``bench_list.py`` compares ``GET /v1/memories`` with.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import uvicorn
+from litestar import Response, get
+
+from app.config import Settings
+from app.main import create_app
+
+_cache: dict[str, bytes] = {}
+
+
+@get("/bench/bare")
+async def bare() -> Response[bytes]:
+    body = _cache.get("body")
+    if body is None:
+        body = _cache["body"] = Path(os.environ["BENCH_BARE_FILE"]).read_bytes()
+    return Response(body, media_type="application/json")
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    app = create_app(settings)
+    app.register(bare)
+    uvicorn.run(app, host="127.0.0.1", port=settings.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
