@@ -22,7 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the HTTP and WebSocket server", description="Run the server.")
+    serve = commands.add_parser(
+        "serve", help="run the HTTP and WebSocket server", description="Run the server."
+    )
     serve.add_argument("--host", help="interface to listen on (default: OMI_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: OMI_PORT or 8000)")
 

@@ -53,7 +53,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return "redis" if self.redis_url else "sqlite"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+    ) -> Settings:
         """Settings from ``environ`` (default ``os.environ``) over the values in ``env_file``."""
         values: dict[str, str] = {}
         if env_file is not None and env_file.is_file():

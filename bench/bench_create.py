@@ -16,8 +16,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, make_token, percentiles, server  # noqa: E402
-from bench.transcripts import create_body  # noqa: E402
+from bench.common import machine, make_token, percentiles, server
+from bench.transcripts import create_body
 
 
 def main() -> None:
@@ -40,8 +40,12 @@ def main() -> None:
                 response.raise_for_status()
                 if i >= args.warmup:
                     samples.append(elapsed)
-    result = {"benchmark": "POST /v1/memories, 5-minute transcript", "words": words,
-              "ms": percentiles(samples), "machine": machine()}
+    result = {
+        "benchmark": "POST /v1/memories, 5-minute transcript",
+        "words": words,
+        "ms": percentiles(samples),
+        "machine": machine(),
+    }
     print(json.dumps(result, indent=2))
 
 

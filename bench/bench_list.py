@@ -21,8 +21,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, make_token, server  # noqa: E402
-from bench.transcripts import create_body  # noqa: E402
+from bench.common import machine, make_token, server
+from bench.transcripts import create_body
 
 
 def wrk(url: str, token: str | None, seconds: int, connections: int) -> float:
@@ -62,7 +62,8 @@ def main() -> None:
     result = {
         "benchmark": "GET /v1/memories?limit=20 vs bare Litestar route, same bytes",
         "response_bytes": len(body),
-        "api_rps": api, "bare_rps": bare,
+        "api_rps": api,
+        "bare_rps": bare,
         "ratio": round(sum(api) / sum(bare), 3),
         "machine": machine(),
     }

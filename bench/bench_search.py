@@ -21,8 +21,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, make_token, percentiles, server  # noqa: E402
-from bench.transcripts import conversation, sentences  # noqa: E402
+from bench.common import machine, make_token, percentiles, server
+from bench.transcripts import conversation, sentences
 
 
 async def seed(data: Path, count: int) -> None:
@@ -58,7 +58,10 @@ def queries(n: int) -> list[str]:
         words = rng.choice(pool)
         k = rng.randint(3, min(8, len(words)))
         i = rng.randint(0, len(words) - k)
-        seen.add(" ".join(words[i : i + k]).strip(".,?").lower() + f" {rng.choice(['today', 'plan', 'notes', 'again', 'soon'])}")
+        seen.add(
+            " ".join(words[i : i + k]).strip(".,?").lower()
+            + f" {rng.choice(['today', 'plan', 'notes', 'again', 'soon'])}"
+        )
     return sorted(seen)
 
 
@@ -74,7 +77,10 @@ def main() -> None:
         seeding = time.perf_counter() - started
         token = make_token(data, "bench")
         qs = queries(args.queries + 20)
-        with server(data) as url, httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
+        with (
+            server(data) as url,
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c,
+        ):
             samples = []
             for i, q in enumerate(qs):
                 start = time.perf_counter()
@@ -84,8 +90,12 @@ def main() -> None:
                 assert len(response.json()) == 10
                 if i >= 20:
                     samples.append(elapsed)
-    result = {"benchmark": f"POST /v1/memories/search, {args.memories} memories, limit 10",
-              "ms": percentiles(samples), "seeding_s": round(seeding, 1), "machine": machine()}
+    result = {
+        "benchmark": f"POST /v1/memories/search, {args.memories} memories, limit 10",
+        "ms": percentiles(samples),
+        "seeding_s": round(seeding, 1),
+        "machine": machine(),
+    }
     print(json.dumps(result, indent=2))
 
 

@@ -7,8 +7,7 @@ the baseline that ``bench_list.py`` compares ``GET /v1/memories`` with.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
+import anyio
 import uvicorn
 from litestar import Response, get
 
@@ -22,7 +21,7 @@ _cache: dict[str, bytes] = {}
 async def bare() -> Response[bytes]:
     body = _cache.get("body")
     if body is None:
-        body = _cache["body"] = Path(os.environ["BENCH_BARE_FILE"]).read_bytes()
+        body = _cache["body"] = await anyio.Path(os.environ["BENCH_BARE_FILE"]).read_bytes()
     return Response(body, media_type="application/json")
 
 

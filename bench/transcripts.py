@@ -47,8 +47,15 @@ def conversation(seed: int, words: int = 750) -> list[dict[str, Any]]:
         duration = n / 2.5
         speaker = len(segments) % 2
         segments.append(
-            {"text": text, "speaker": f"SPEAKER_{speaker}", "speaker_id": speaker, "is_user": speaker == 0,
-             "person_id": None, "start": round(t, 2), "end": round(t + duration, 2)}
+            {
+                "text": text,
+                "speaker": f"SPEAKER_{speaker}",
+                "speaker_id": speaker,
+                "is_user": speaker == 0,
+                "person_id": None,
+                "start": round(t, 2),
+                "end": round(t + duration, 2),
+            }
         )
         total += n
         t += duration + 0.4

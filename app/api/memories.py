@@ -49,7 +49,7 @@ async def _owned(services: Services, uid: str, memory_id: str) -> Memory:
 
 class MemoriesController(Controller):
     path = "/v1/memories"
-    tags = ["memories"]
+    tags = ("memories",)
 
     @post("", status_code=200)
     async def create_memory(
@@ -96,7 +96,10 @@ class MemoriesController(Controller):
 
     @post("/search", status_code=200)
     async def search_memories(
-        self, data: JSONBody[SearchRequest], uid: NamedDependency[str], pipeline: NamedDependency[MemoryPipeline]
+        self,
+        data: JSONBody[SearchRequest],
+        uid: NamedDependency[str],
+        pipeline: NamedDependency[MemoryPipeline],
     ) -> list[Memory]:
         """The caller's memories ranked by meaning (our addition)."""
         return await pipeline.search(uid, data)

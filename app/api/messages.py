@@ -29,7 +29,7 @@ class SendMessage(msgspec.Struct):
 
 class MessagesController(Controller):
     path = "/v1/messages"
-    tags = ["messages"]
+    tags = ("messages",)
 
     @get("")
     async def list_messages(
@@ -58,7 +58,9 @@ class MessagesController(Controller):
         answer = await services.llm.run_prompt(data.text, transcript) if found else None
         if answer is None:
             answer = (
-                "These memories look related: " + "; ".join(m.structured.title or "Untitled" for m in found) + "."
+                "These memories look related: "
+                + "; ".join(m.structured.title or "Untitled" for m in found)
+                + "."
                 if found
                 else "I found nothing in your memories about that."
             )

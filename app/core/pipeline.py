@@ -182,7 +182,9 @@ class MemoryPipeline:
             await self.services.index.upsert([item])
         except Exception:
             log.exception("indexing memory %s failed; queued for re-indexing", memory.id)
-            await self.services.kv.hset(PENDING_INDEX_KEY, pending, msgspec.json.encode(self.clock()).decode())
+            await self.services.kv.hset(
+                PENDING_INDEX_KEY, pending, msgspec.json.encode(self.clock()).decode()
+            )
             return False
         await self.services.kv.hdel(PENDING_INDEX_KEY, pending)
         return True

@@ -24,7 +24,11 @@ class Services:
     async def close(self) -> None:
         """Close every adapter, even when one of them fails to close."""
         results = await asyncio.gather(
-            self.store.close(), self.index.close(), self.blobs.close(), self.kv.close(), return_exceptions=True
+            self.store.close(),
+            self.index.close(),
+            self.blobs.close(),
+            self.kv.close(),
+            return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from litestar.testing import AsyncTestClient
-
 from app.backends.file_blobs import FileBlobStore
 from app.backends.minilm_embedder import MiniLMEmbedder
 from app.backends.numpy_index import NumpyVectorIndex
 from app.backends.sqlite_kv import SQLiteKeyValue
 from app.backends.sqlite_store import SQLiteMemoryStore
+from app.core.structurer import RuleBasedLanguageModel
+from litestar.testing import AsyncTestClient
+
 from app.config import Settings
 from app.core.services import Services
-from app.core.structurer import RuleBasedLanguageModel
 from app.core.tokens import TokenService
 from app.main import create_app
 

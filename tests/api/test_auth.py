@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+from app.backends.minilm_embedder import MiniLMEmbedder
 from litestar.testing import AsyncTestClient
 
-from app.backends.minilm_embedder import MiniLMEmbedder
 from app.config import Settings
 from app.core.tokens import TokenService
 from app.main import create_app
@@ -17,7 +17,11 @@ from tests.api.conftest import Api, embedded_services
 pytestmark = pytest.mark.anyio
 
 SEGMENT = {"text": "I need to call the bank tomorrow about the mortgage."}
-MEMORY = {"started_at": "2026-11-23T09:00:00Z", "finished_at": "2026-11-23T09:01:00Z", "transcript_segments": [SEGMENT]}
+MEMORY = {
+    "started_at": "2026-11-23T09:00:00Z",
+    "finished_at": "2026-11-23T09:01:00Z",
+    "transcript_segments": [SEGMENT],
+}
 
 
 async def test_every_api_route_refuses_a_missing_or_bad_credential(api: Api) -> None:
@@ -58,7 +62,12 @@ async def test_admin_key_impersonates_a_user(api: Api) -> None:
     for header in ("test-admin-key-alice", "Bearer test-admin-key-alice"):
         response = await api.client.get(f"/v1/memories/{memory_id}", headers={"Authorization": header})
         assert response.status_code == 200, header
-    for header in ("test-admin-key-", "test-admin-key", "test-admin-keY-alice", "Bearer test-admin-key-bad uid"):
+    for header in (
+        "test-admin-key-",
+        "test-admin-key",
+        "test-admin-keY-alice",
+        "Bearer test-admin-key-bad uid",
+    ):
         response = await api.client.get("/v1/memories", headers={"Authorization": header})
         assert response.status_code == 401, header
 
@@ -84,7 +93,9 @@ async def test_a_uid_parameter_that_disagrees_with_the_token_is_403(api: Api) ->
 
 async def test_messages_store_the_question_and_answer_from_memories(api: Api) -> None:
     await api.client.post("/v1/memories", json=MEMORY, headers=api.alice)
-    reply = await api.client.post("/v1/messages", json={"text": "what about my home loan?"}, headers=api.alice)
+    reply = await api.client.post(
+        "/v1/messages", json={"text": "what about my home loan?"}, headers=api.alice
+    )
     assert reply.status_code == 200
     answer = reply.json()
     assert answer["sender"] == "ai" and len(answer["memories_id"]) == 1

@@ -158,7 +158,9 @@ async def test_get_delete_and_deleted_memory_is_gone_from_list_and_search(api: A
 
 
 async def test_search_finds_a_paraphrase_sharing_no_keyword(api: Api) -> None:
-    ids = {name: (await create(api, name))["memory"]["id"] for name in ("standup", "doctor", "travel", "lecture")}
+    ids = {
+        name: (await create(api, name))["memory"]["id"] for name in ("standup", "doctor", "travel", "lecture")
+    }
     for query, expected in (
         ("how plants make food from light", "lecture"),
         ("holiday trip by plane", "travel"),
@@ -185,7 +187,9 @@ async def test_reprocess_edit_events_visibility_restore(api: Api) -> None:
     assert edited.status_code == 200 and edited.json()["structured"]["title"] == "Weekly standup"
     assert edited.json()["structured"]["overview"] == memory["structured"]["overview"]
 
-    events = await api.client.patch(f"{url}/events", json={"events_idx": [0], "values": [True]}, headers=api.alice)
+    events = await api.client.patch(
+        f"{url}/events", json={"events_idx": [0], "values": [True]}, headers=api.alice
+    )
     assert events.json() == {"status": "Ok"}
     stored = (await api.client.get(url, headers=api.alice)).json()
     assert stored["structured"]["events"][0]["created"] is True
