@@ -7,6 +7,7 @@ the baseline that ``bench_list.py`` compares ``GET /v1/memories`` with.
 from __future__ import annotations
 
 import os
+
 import anyio
 import uvicorn
 from litestar import Response, get
