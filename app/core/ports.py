@@ -8,7 +8,7 @@ adapter of that port must pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -16,7 +16,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from app.core.models import Memory, Message, Structured
+from app.core.models import Memory, Message, Structured, TranscriptSegment
 
 __all__ = [
     "BlobStore",
@@ -25,6 +25,9 @@ __all__ = [
     "LanguageModel",
     "MemoryQuery",
     "MemoryStore",
+    "SegmentsCallback",
+    "SpeechStream",
+    "SpeechToText",
     "Vector",
     "VectorIndex",
     "VectorItem",
@@ -199,3 +202,34 @@ class LanguageModel(Protocol):
 
     async def run_prompt(self, prompt: str, transcript: str) -> str | None:
         """Answer a plugin's prompt about a transcript; ``None`` when this model cannot."""
+
+
+SegmentsCallback = Callable[[list[TranscriptSegment]], Awaitable[None]]
+
+
+class SpeechStream(Protocol):
+    """One live transcription: audio in, final segments out through the callback.
+
+    Audio is 16-bit little-endian mono PCM at the ``sample_rate`` the stream was opened with.
+    Segment times are seconds from the first byte sent on this stream.
+    """
+
+    async def send(self, pcm: bytes) -> None:
+        """Queue audio; never blocks on recognition (raises if the stream has failed for good)."""
+
+    async def finish(self) -> None:
+        """Flush: recognise what is buffered, deliver every remaining result, then end."""
+
+    async def close(self) -> None:
+        """Stop at once, dropping what has not been recognised."""
+
+
+@runtime_checkable
+class SpeechToText(Protocol):
+    """A streaming speech-to-text engine."""
+
+    async def open(self, *, language: str, sample_rate: int, on_segments: SegmentsCallback) -> SpeechStream:
+        """Start a stream; ``on_segments`` receives each final result (awaited in order)."""
+
+    async def close(self) -> None:
+        """Release the engine's resources (models, worker pools, connections)."""
