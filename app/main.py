@@ -96,6 +96,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for name, error in plugins.failures:
         log.error("plugin %s failed to load: %s", name, error)
     host = PluginHost(plugins.pm, timeout=settings.plugin_timeout)
+    for failure in plugins.failures:
+        host.record_failure(failure.name, "load", failure.error)
     pipeline = MemoryPipeline(chosen, host)
     authenticator = Authenticator(
         TokenService(chosen.kv), admin_key=settings.admin_key, firebase=_firebase(settings)
@@ -110,6 +112,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             yield
         finally:
+            host.close()
             await chosen.close()
 
     return Litestar(

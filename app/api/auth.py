@@ -13,11 +13,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Scope
 
 from app.core.tokens import TokenService, valid_uid
 
-__all__ = ["Authenticator", "provide_uid"]
+__all__ = ["Authenticator", "provide_uid", "require_user"]
+
+_UID = "omi_uid"
 
 FirebaseVerifier = Callable[[str], Awaitable[str | None]]
 
@@ -60,15 +65,27 @@ class Authenticator:
         return None
 
 
-async def provide_uid(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """Dependency: the authenticated caller's uid (HTTP routes and WebSockets alike)."""
+async def require_user(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: authenticate before anything else about the request is looked at.
+
+    Guards run before Litestar parses parameters and bodies, so a caller without valid
+    credentials learns nothing from validation errors. The uid is kept in the scope's state.
+    """
     authenticator: Authenticator = connection.app.state.authenticator
     header = connection.headers.get("authorization")
-    if header is None and connection.scope["type"] == "websocket":
+    if header is None and connection.scope["type"] == ScopeType.WEBSOCKET:
         token = connection.query_params.get("token")
         header = f"Bearer {token}" if token else None
     uid = await authenticator.authenticate(header)
     claimed = connection.query_params.get("uid")
     if claimed is not None and claimed != uid:
         raise PermissionDeniedException("the uid parameter does not match the credentials")
+    connection.state[_UID] = uid
+
+
+async def provide_uid(scope: Scope) -> str:
+    """Dependency: the uid that :func:`require_user` authenticated."""
+    uid = scope.get("state", {}).get(_UID)
+    if not isinstance(uid, str):  # a route that forgot the guard must fail closed
+        raise NotAuthorizedException("not authenticated")
     return uid

@@ -9,8 +9,9 @@ import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 
+from app.api.auth import require_user
 from app.core.models import CreateMemory, Memory, MemorySource, Message, SearchRequest, ShortText, Text, aware
 from app.core.pipeline import MemoryPipeline
 from app.core.ports import MemoryQuery
@@ -18,7 +19,7 @@ from app.core.services import Services
 
 __all__ = ["MemoriesController"]
 
-MemoryId = Annotated[str, Parameter(max_length=128)]
+MemoryId = Annotated[str, PathParameter(max_length=128)]
 
 
 class CreateMemoryResponse(msgspec.Struct):
@@ -49,6 +50,7 @@ async def _owned(services: Services, uid: str, memory_id: str) -> Memory:
 
 class MemoriesController(Controller):
     path = "/v1/memories"
+    guards = (require_user,)
     tags = ("memories",)
 
     @post("", status_code=200)
@@ -58,7 +60,7 @@ class MemoriesController(Controller):
         uid: NamedDependency[str],
         pipeline: NamedDependency[MemoryPipeline],
         trigger_integrations: FromQuery[bool] = True,
-        language_code: Annotated[str | None, Parameter(query="language_code", max_length=16)] = None,
+        language_code: Annotated[str | None, QueryParameter(max_length=16)] = None,
         source: FromQuery[MemorySource | None] = None,
     ) -> CreateMemoryResponse:
         """Create a memory from a finished conversation; 400 when it has neither segments nor photos."""
@@ -76,10 +78,10 @@ class MemoriesController(Controller):
         self,
         uid: NamedDependency[str],
         services: NamedDependency[Services],
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Parameter(ge=0, le=1_000_000)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
         include_discarded: FromQuery[bool] = True,
-        category: Annotated[str | None, Parameter(max_length=32)] = None,
+        category: Annotated[str | None, QueryParameter(max_length=32)] = None,
         start_date: FromQuery[datetime | None] = None,
         end_date: FromQuery[datetime | None] = None,
     ) -> list[Memory]:
@@ -106,14 +108,14 @@ class MemoriesController(Controller):
 
     @get("/{memory_id:str}")
     async def get_memory(
-        self, memory_id: FromPath[MemoryId], uid: NamedDependency[str], services: NamedDependency[Services]
+        self, memory_id: MemoryId, uid: NamedDependency[str], services: NamedDependency[Services]
     ) -> Memory:
         return await _owned(services, uid, memory_id)
 
     @delete("/{memory_id:str}")
     async def delete_memory(
         self,
-        memory_id: FromPath[MemoryId],
+        memory_id: MemoryId,
         uid: NamedDependency[str],
         services: NamedDependency[Services],
         pipeline: NamedDependency[MemoryPipeline],
@@ -124,7 +126,7 @@ class MemoriesController(Controller):
     @post("/{memory_id:str}/reprocess", status_code=200)
     async def reprocess_memory(
         self,
-        memory_id: FromPath[MemoryId],
+        memory_id: MemoryId,
         uid: NamedDependency[str],
         services: NamedDependency[Services],
         pipeline: NamedDependency[MemoryPipeline],
@@ -134,7 +136,7 @@ class MemoriesController(Controller):
     @post("/{memory_id:str}/restore", status_code=200)
     async def restore_memory(
         self,
-        memory_id: FromPath[MemoryId],
+        memory_id: MemoryId,
         uid: NamedDependency[str],
         services: NamedDependency[Services],
         pipeline: NamedDependency[MemoryPipeline],
@@ -148,7 +150,7 @@ class MemoriesController(Controller):
     @patch("/{memory_id:str}")
     async def edit_memory(
         self,
-        memory_id: FromPath[MemoryId],
+        memory_id: MemoryId,
         data: JSONBody[MemoryEdit],
         uid: NamedDependency[str],
         services: NamedDependency[Services],
@@ -161,7 +163,7 @@ class MemoriesController(Controller):
     @patch("/{memory_id:str}/events")
     async def set_events_created(
         self,
-        memory_id: FromPath[MemoryId],
+        memory_id: MemoryId,
         data: JSONBody[EventsUpdate],
         uid: NamedDependency[str],
         services: NamedDependency[Services],
@@ -181,7 +183,7 @@ class MemoriesController(Controller):
     @patch("/{memory_id:str}/visibility")
     async def set_visibility(
         self,
-        memory_id: FromPath[MemoryId],
+        memory_id: MemoryId,
         value: FromQuery[str],
         uid: NamedDependency[str],
         services: NamedDependency[Services],

@@ -14,8 +14,9 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, QueryParameter
 
+from app.api.auth import require_user
 from app.core.models import Message, SearchRequest, Text, utcnow
 from app.core.pipeline import MemoryPipeline
 from app.core.services import Services
@@ -29,6 +30,7 @@ class SendMessage(msgspec.Struct):
 
 class MessagesController(Controller):
     path = "/v1/messages"
+    guards = (require_user,)
     tags = ("messages",)
 
     @get("")
@@ -36,8 +38,8 @@ class MessagesController(Controller):
         self,
         uid: NamedDependency[str],
         services: NamedDependency[Services],
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Parameter(ge=0, le=1_000_000)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
     ) -> list[Message]:
         """The caller's messages, newest first."""
         return await services.store.list_messages(uid, limit=limit, offset=offset)

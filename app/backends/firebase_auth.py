@@ -29,7 +29,9 @@ class FirebaseVerifier:
         if self._request is None:
             self._request = google_requests.Request()
         try:
-            claims = id_token.verify_firebase_token(token, self._request, audience=self.project_id)
+            claims = id_token.verify_firebase_token(  # type: ignore[no-untyped-call]
+                token, self._request, audience=self.project_id
+            )
         except Exception as exc:  # any failure to verify means "not this kind of token"
             log.debug("firebase token refused: %s", exc)
             return None

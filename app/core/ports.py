@@ -8,6 +8,7 @@ adapter of that port must pass.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -67,7 +68,7 @@ class MemoryStore(Protocol):
     async def put_message(self, uid: str, message: Message) -> None:
         """Insert or replace a message for ``uid``."""
 
-    async def list_messages(self, uid: str, limit: int = 100, offset: int = 0) -> list[Message]:
+    async def list_messages(self, uid: str, limit: int = 100, offset: int = 0) -> builtins.list[Message]:
         """``uid``'s messages, newest first."""
 
     async def close(self) -> None:

@@ -1,0 +1,132 @@
+"""The production :class:`~app.core.ports.KeyValue`: a Redis server through ``redis.asyncio``.
+
+Redis's own errors are translated to the port's: ``WRONGTYPE`` (a call meant for another
+kind of key) becomes ``TypeError``, any other refusal (a value that is not an integer, an
+overflow) ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as redis
+from redis.exceptions import ResponseError
+
+__all__ = ["RedisKeyValue", "escape_glob"]
+
+_GLOB_SPECIAL = ("\\", "*", "?", "[", "]")
+
+
+def escape_glob(text: str) -> str:
+    """``text`` with Redis's glob characters escaped, so a ``MATCH`` pattern takes it literally."""
+    for char in _GLOB_SPECIAL:  # the backslash first, so later escapes are not doubled
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def _millis(ttl: float | None) -> int | None:
+    if ttl is None:
+        return None
+    if not ttl > 0:
+        raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+    return max(1, math.ceil(ttl * 1000))
+
+
+def _text(value: bytes | str) -> str:
+    """A reply as ``str`` (``decode_responses`` already makes it one; this satisfies the types)."""
+    return value if isinstance(value, str) else value.decode()
+
+
+@asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    try:
+        yield
+    except ResponseError as exc:
+        if str(exc).startswith("WRONGTYPE"):
+            raise TypeError(str(exc)) from exc
+        raise ValueError(str(exc)) from exc
+
+
+class RedisKeyValue:
+    """Strings, lists and hashes in Redis; one connection pool per instance.
+
+    Args:
+        url: A ``redis://`` (or ``rediss://``) URL, optionally with a database number.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._closed = False
+
+    async def get(self, key: str) -> str | None:
+        """The string at ``key``, or ``None``."""
+        async with _translated():
+            value = await self._redis.get(key)
+        return None if value is None else _text(value)
+
+    async def set(self, key: str, value: str, *, ttl: float | None = None) -> None:
+        """Store a string, replacing ``key`` whatever it held; ``ttl`` seconds from now it expires."""
+        await self._redis.set(key, value, px=_millis(ttl))
+
+    async def add(self, key: str, value: str, *, ttl: float | None = None) -> bool:
+        """Set ``key`` only if it does not exist; ``True`` when it was set."""
+        return bool(await self._redis.set(key, value, px=_millis(ttl), nx=True))
+
+    async def delete(self, *keys: str) -> int:
+        """Delete the keys (of any kind); the number that existed."""
+        return int(await self._redis.delete(*keys)) if keys else 0
+
+    async def incr(self, key: str, amount: int = 1) -> int:
+        """Add ``amount`` to an integer value (missing counts as 0) and return the result."""
+        async with _translated():
+            return int(await self._redis.incrby(key, amount))
+
+    async def append(self, key: str, *values: str) -> int:
+        """Append to the list at ``key``; the list's new length."""
+        async with _translated():
+            if not values:
+                return int(await self._redis.llen(key))
+            return int(await self._redis.rpush(key, *values))
+
+    async def items(self, key: str, start: int = 0, stop: int = -1) -> list[str]:
+        """Elements ``start``..``stop`` (inclusive, negative from the end) of the list at ``key``."""
+        async with _translated():
+            return [_text(item) for item in await self._redis.lrange(key, start, stop)]
+
+    async def hset(self, key: str, field: str, value: str) -> None:
+        """Set one field of the hash at ``key``."""
+        async with _translated():
+            await self._redis.hset(key, field, value)
+
+    async def hget(self, key: str, field: str) -> str | None:
+        """One field of the hash at ``key``, or ``None``."""
+        async with _translated():
+            value = await self._redis.hget(key, field)
+        return None if value is None else _text(value)
+
+    async def hgetall(self, key: str) -> dict[str, str]:
+        """Every field of the hash at ``key`` (empty when it is missing)."""
+        async with _translated():
+            found = await self._redis.hgetall(key)
+        return {_text(field): _text(value) for field, value in found.items()}
+
+    async def hdel(self, key: str, *fields: str) -> int:
+        """Delete fields of the hash at ``key``; the number that existed."""
+        if not fields:
+            return 0
+        async with _translated():
+            return int(await self._redis.hdel(key, *fields))
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Every live key that starts with ``prefix`` (any kind), sorted."""
+        pattern = escape_glob(prefix) + "*"
+        found = {_text(key) async for key in self._redis.scan_iter(match=pattern, count=1000)}
+        return sorted(found)
+
+    async def close(self) -> None:
+        """Close the connection pool; closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            await self._redis.aclose()

@@ -1,0 +1,12 @@
+"""The public plugin API: what a plugin package imports.
+
+A plugin writes ``from app.plugins import hookimpl`` and marks functions named like the hooks
+in :mod:`app.plugins.hookspecs`; see ``docs/plugins.md``.
+"""
+
+from __future__ import annotations
+
+from app.plugins.markers import PROJECT, hookimpl
+from app.plugins.types import Capability, PluginInfo, TranscriptSession
+
+__all__ = ["PROJECT", "Capability", "PluginInfo", "TranscriptSession", "hookimpl"]

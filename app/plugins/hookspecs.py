@@ -1,0 +1,69 @@
+"""The hooks the server calls, as typed, documented, module-level specifications.
+
+Every hook may be implemented as a plain function or as a coroutine function: the host runs a
+plain one in a worker thread and awaits a coroutine one, each with a timeout and on its own,
+so one plugin's error or slowness never reaches the pipeline or another plugin. An
+implementation may accept any subset of a hook's parameters, by name.
+
+``docs/plugins.md`` has one section per hook here, headed by its exact signature; a test
+fails when one is missing.
+"""
+
+from __future__ import annotations
+
+from app.core.models import Memory, Message, TranscriptSegment
+from app.plugins.markers import hookspec
+from app.plugins.types import PluginInfo, TranscriptSession
+
+__all__ = ["on_memory_created", "on_transcript", "plugin_info"]
+
+
+@hookspec
+def on_transcript(session: TranscriptSession, segments: list[TranscriptSegment]) -> None:
+    """Called after each final result of a live transcription session.
+
+    It fires once per final result the speech-to-text service sends, while the user is
+    still talking, so it is called often and should return quickly. Only plugins the
+    session's user enabled (and plugins that are always on) are called.
+
+    Args:
+        session: The live session: its id and the id of the user speaking.
+        segments: The segments of this final result, in order, with times in seconds from
+            the start of the session. They are new segments only, not the whole transcript.
+
+    Returns:
+        Nothing; a return value is ignored.
+    """
+
+
+@hookspec
+def on_memory_created(uid: str, memory: Memory) -> list[Message] | None:
+    """Called after a memory is stored.
+
+    It fires once per memory, after the memory is structured, stored and indexed, whichever
+    way it was made (``POST /v1/memories``, the end of a live session, an integration). It
+    never fires for a discarded memory: the pipeline stores those but does not call plugins
+    on them. Only plugins the user enabled (and plugins that are always on) are called.
+
+    Args:
+        uid: The id of the user who owns the memory (the memory's JSON has no owner field).
+        memory: The stored memory, with its structured summary and transcript.
+
+    Returns:
+        Messages for the user, or ``None``. They are returned to the Omi app with the memory
+        and kept in the user's messages; a message without ``plugin_id`` gets the plugin's.
+    """
+
+
+@hookspec
+def plugin_info() -> PluginInfo | None:
+    """Called to build the plugin catalogue: the plugin declares its entry in it.
+
+    It is called once at start-up and again when the set of plugins changes; its answer is
+    kept. Unlike the other hooks it must be a plain (not ``async``) function and must not do
+    I/O: it only describes the plugin.
+
+    Returns:
+        The plugin's catalogue entry, or ``None`` for a plugin that is not shown in the
+        catalogue. ``always_on=True`` makes it run for every user without being enabled.
+    """

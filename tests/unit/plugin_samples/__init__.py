@@ -1,0 +1,1 @@
+"""Small plugin modules that the plugin manager tests load through entry points."""
