@@ -22,6 +22,7 @@ from app.core.pipeline import MemoryPipeline
 from app.core.ports import KeyValue
 from app.core.services import Services
 from app.core.tokens import TokenService
+from app.plugins.context import PluginContext
 from app.plugins.host import PluginHost
 from app.plugins.manager import build_plugin_manager
 
@@ -68,6 +69,11 @@ def _firebase(settings: Settings) -> Any:
     return FirebaseVerifier(settings.firebase_project_id)
 
 
+async def _everyone(plugin_id: str, uid: str) -> bool:
+    """Until the plugin catalogue keeps per-user state, every plugin runs for everyone."""
+    return True
+
+
 @get("/health", tags=["health"])
 async def health() -> dict[str, str]:
     """Liveness for load balancers (no credentials needed, no data returned)."""
@@ -103,20 +109,33 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         TokenService(chosen.kv), admin_key=settings.admin_key, firebase=_firebase(settings)
     )
 
+    context = PluginContext(
+        settings=settings,
+        kv=chosen.kv,
+        store=chosen.store,
+        blobs=chosen.blobs,
+        llm=chosen.llm,
+        create_memory=pipeline.create,
+        is_enabled=_everyone,
+        extras={},
+    )
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await chosen.embedder.embed(["warm up"])  # load the model before the first request
         fixed = await pipeline.reindex_pending()
         if fixed:
             log.info("re-indexed %d memories left pending", fixed)
+        await host.on_startup(context)
         try:
             yield
         finally:
+            await host.on_shutdown()
             host.close()
             await chosen.close()
 
     return Litestar(
-        route_handlers=[health, MemoriesController, MessagesController],
+        route_handlers=[health, MemoriesController, MessagesController, *host.routes()],
         dependencies={
             "uid": Provide(provide_uid),
             "services": Provide(lambda: chosen, use_cache=True, sync_to_thread=False),

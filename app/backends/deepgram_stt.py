@@ -32,7 +32,8 @@ from app.core.ports import SegmentsCallback
 with warnings.catch_warnings():
     # deepgram-sdk 7 opens async sockets with websockets' deprecated legacy client and imports
     # the deprecated ``InvalidStatusCode`` alias; each warns once, when these modules load.
-    warnings.filterwarnings("ignore", r"websockets\.(legacy|exceptions\.InvalidStatusCode)", DeprecationWarning)
+    _DEPRECATED = r"websockets\.(legacy|exceptions\.InvalidStatusCode)"
+    warnings.filterwarnings("ignore", _DEPRECATED, DeprecationWarning)
     from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
     from deepgram.core.api_error import ApiError
     from deepgram.listen.v1.client import AsyncV1Client
@@ -211,7 +212,7 @@ class DeepgramStream:
             self._sent - self._acked,
         )
         if excess > 0:
-            logger.warning("deepgram: %d bytes unacknowledged too long; dropped from the replay buffer", excess)
+            logger.warning("deepgram: %d unacknowledged bytes dropped from the replay buffer", excess)
             self._acknowledge_bytes(self._acked + excess)
         self._wake.set()
 
@@ -237,6 +238,8 @@ class DeepgramStream:
         """Abort: drop the connection and whatever has not been recognised."""
         self._closed = True
         self._engine._streams.discard(self)
+        if not self._connected.done():
+            self._connected.set_exception(BackendUnavailable("deepgram", "stream closed while connecting"))
         if not self._task.done():
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=5.0)
@@ -314,8 +317,9 @@ class DeepgramStream:
                     return True
                 else:
                     self._wake.clear()
+                    idle = max(0.0, last + self._engine.keepalive_interval - loop.time())
                     try:
-                        async with asyncio.timeout(max(0.0, last + self._engine.keepalive_interval - loop.time())):
+                        async with asyncio.timeout(idle):
                             await self._wake.wait()
                     except TimeoutError:
                         await socket.send_keep_alive()

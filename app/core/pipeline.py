@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from app.core.models import CreateMemory, Memory, Message, SearchRequest, Structured, utcnow
+from app.core.models import CreateMemory, Memory, Message, PluginResult, SearchRequest, Structured, utcnow
 from app.core.ports import VectorItem
 from app.core.services import Services
 
@@ -27,6 +27,8 @@ PENDING_INDEX_KEY = "vectors:pending"
 
 class MemoryHooks(Protocol):
     """What the pipeline needs of the plugin host."""
+
+    async def on_memory_processing(self, uid: str, memory: Memory) -> list[PluginResult]: ...
 
     async def on_memory_created(self, uid: str, memory: Memory) -> list[Message]: ...
 
@@ -96,6 +98,8 @@ class MemoryPipeline:
         text = _conversation_text(memory)
         memory.discarded = await self.services.llm.should_discard(text)
         memory.structured = await self.services.llm.structure(text, memory.started_at, memory.language)
+        if not memory.discarded:
+            memory.plugins_results = await self.hooks.on_memory_processing(uid, memory)
         await self.services.store.put(uid, memory)
         if not memory.discarded:
             await self._index(uid, memory)
@@ -110,8 +114,8 @@ class MemoryPipeline:
         """Structure ``memory`` again from its transcript; it is kept (not discarded) afterwards."""
         text = _conversation_text(memory)
         memory.structured = await self.services.llm.structure(text, memory.started_at, memory.language)
-        memory.plugins_results = []
         memory.discarded = False
+        memory.plugins_results = await self.hooks.on_memory_processing(uid, memory)
         await self.services.store.put(uid, memory)
         await self._index(uid, memory)
         return memory

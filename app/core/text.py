@@ -79,7 +79,7 @@ GENERIC = _set(
 # review") or inside a compound ("design review"); at the start of a run they are verbs.
 _VERB_BASES = _set(
     """
-    add ask book bring buy call cancel check clean climb confirm contact drop email fill fix follow
+    add ask book bring buy call cancel check clean climb confirm contact drop email fill fix follow remind
     grab help hurt leave meet move open order pack pay pick plan play prepare print read renew
     reply reserve return review run schedule send share show sign stop submit talk text turn update
     visit walk wash water work write happen arrive depart begin end close

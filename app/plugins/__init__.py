@@ -6,7 +6,8 @@ in :mod:`app.plugins.hookspecs`; see ``docs/plugins.md``.
 
 from __future__ import annotations
 
+from app.plugins.context import PluginContext
 from app.plugins.markers import PROJECT, hookimpl
 from app.plugins.types import Capability, PluginInfo, TranscriptSession
 
-__all__ = ["PROJECT", "Capability", "PluginInfo", "TranscriptSession", "hookimpl"]
+__all__ = ["PROJECT", "Capability", "PluginContext", "PluginInfo", "TranscriptSession", "hookimpl"]

@@ -11,11 +11,22 @@ fails when one is missing.
 
 from __future__ import annotations
 
-from app.core.models import Memory, Message, TranscriptSegment
+from typing import Any
+
+from app.core.models import Memory, Message, PluginResult, TranscriptSegment
 from app.plugins.markers import hookspec
+from app.plugins.context import PluginContext
 from app.plugins.types import PluginInfo, TranscriptSession
 
-__all__ = ["on_memory_created", "on_transcript", "plugin_info"]
+__all__ = [
+    "on_memory_created",
+    "on_memory_processing",
+    "on_shutdown",
+    "on_startup",
+    "on_transcript",
+    "plugin_info",
+    "register_routes",
+]
 
 
 @hookspec
@@ -66,4 +77,59 @@ def plugin_info() -> PluginInfo | None:
     Returns:
         The plugin's catalogue entry, or ``None`` for a plugin that is not shown in the
         catalogue. ``always_on=True`` makes it run for every user without being enabled.
+    """
+
+
+@hookspec
+def on_startup(context: PluginContext) -> None:
+    """Called once when the server starts, before it serves any request.
+
+    A plugin keeps ``context`` (the key-value store, the memory store, the language model,
+    a way to create memories, the enabled check) for its later hooks, and may start
+    background work here. A failure is recorded against the plugin; the server still starts.
+
+    Args:
+        context: The server's public plugin API.
+
+    Returns:
+        Nothing; a return value is ignored.
+    """
+
+
+@hookspec
+def on_shutdown() -> None:
+    """Called once when the server stops: stop background work, flush what must persist.
+
+    Returns:
+        Nothing; a return value is ignored.
+    """
+
+
+@hookspec
+def register_routes() -> list[Any] | None:
+    """Called once while the app is built: the plugin adds HTTP routes to the server.
+
+    Like ``plugin_info`` it must be a plain function without I/O. Routes are Litestar route
+    handlers, controllers or routers; they are mounted as given, so a plugin authenticates
+    its own routes (the integrations check their per-user keys).
+
+    Returns:
+        Route handlers, controllers or routers, or ``None``.
+    """
+
+
+@hookspec
+def on_memory_processing(uid: str, memory: Memory) -> list[PluginResult] | None:
+    """Called while a memory is made, after it is structured and before it is stored.
+
+    It fires for kept memories only (never for discarded ones), for plugins the user enabled.
+    Reprocessing a memory calls it again and the new results replace the old ones.
+
+    Args:
+        uid: The id of the user who owns the memory.
+        memory: The structured memory, not stored yet; do not change it.
+
+    Returns:
+        Results to add to the memory's ``plugins_results``, or ``None``. A result without a
+        ``plugin_id`` gets the plugin's name.
     """

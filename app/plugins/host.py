@@ -25,7 +25,8 @@ from typing import Any
 import msgspec
 import pluggy
 
-from app.core.models import Memory, Message, TranscriptSegment, utcnow
+from app.core.models import Memory, Message, PluginResult, TranscriptSegment, utcnow
+from app.plugins.context import PluginContext
 from app.plugins.types import PluginInfo, TranscriptSession
 
 __all__ = ["EnabledCheck", "PluginError", "PluginHost", "PluginStatus"]
@@ -136,6 +137,44 @@ class PluginHost:
             )
         return messages
 
+    async def on_memory_processing(self, uid: str, memory: Memory) -> list[PluginResult]:
+        """Call ``on_memory_processing`` on the plugins ``uid`` enabled; returns their results."""
+        caller = self.pm.hook.on_memory_processing
+        results = await self._dispatch(caller, {"uid": uid, "memory": memory}, uid)
+        collected: list[PluginResult] = []
+        for name, result in results:
+            if result is None:
+                continue
+            if not isinstance(result, list) or not all(isinstance(r, PluginResult) for r in result):
+                self._record(name, caller.name, f"returned {type(result).__name__}, not list[PluginResult]")
+                continue
+            collected.extend(r if r.plugin_id else msgspec.structs.replace(r, plugin_id=name) for r in result)
+        return collected
+
+    async def on_startup(self, context: PluginContext) -> None:
+        """Call ``on_startup`` on every plugin (not per user)."""
+        await self._dispatch(self.pm.hook.on_startup, {"context": context}, None)
+
+    async def on_shutdown(self) -> None:
+        """Call ``on_shutdown`` on every plugin (not per user)."""
+        await self._dispatch(self.pm.hook.on_shutdown, {}, None)
+
+    def routes(self) -> list[Any]:
+        """The route handlers every plugin registers, each plugin's failure recorded, not raised."""
+        routes: list[Any] = []
+        for impl in self.pm.hook.register_routes.get_hookimpls():
+            name = self.pm.get_name(impl.plugin) or impl.plugin_name
+            try:
+                result = impl.function()
+            except Exception as exc:
+                self._fail(name, "register_routes", exc)
+                continue
+            if isinstance(result, list):
+                routes.extend(result)
+            elif result is not None:
+                self._record(name, "register_routes", f"returned {type(result).__name__}, not a list")
+        return routes
+
     def plugin_infos(self) -> list[PluginInfo]:
         """The catalogue entries the plugins declare, in registration order."""
         return list(self._info_map().values())
@@ -177,9 +216,12 @@ class PluginHost:
     # -- dispatch ----------------------------------------------------------------------------
 
     async def _dispatch(
-        self, caller: pluggy.HookCaller, kwargs: Mapping[str, object], uid: str
+        self, caller: pluggy.HookCaller, kwargs: Mapping[str, object], uid: str | None
     ) -> list[tuple[str, Any]]:
-        """Run every implementation of ``caller`` for ``uid`` concurrently; (name, result) of each success."""
+        """Run every implementation of ``caller`` concurrently; (name, result) of each success.
+
+        With a ``uid``, only the plugins that user enabled (or that are always on) run.
+        """
         impls = list(reversed(caller.get_hookimpls()))  # pluggy's call order
         if not impls:
             return []
@@ -187,10 +229,10 @@ class PluginHost:
         return [outcome for outcome in outcomes if outcome[1] is not _NO_RESULT]
 
     async def _call(
-        self, hook: str, impl: pluggy.HookImpl, kwargs: Mapping[str, object], uid: str
+        self, hook: str, impl: pluggy.HookImpl, kwargs: Mapping[str, object], uid: str | None
     ) -> tuple[str, Any]:
         name = self.pm.get_name(impl.plugin) or impl.plugin_name
-        if not await self._enabled(name, uid):
+        if uid is not None and not await self._enabled(name, uid):
             return name, _NO_RESULT
         args = {arg: kwargs[arg] for arg in impl.argnames}
         try:

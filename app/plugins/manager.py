@@ -152,9 +152,15 @@ def build_plugin_manager(
             error = f"a plugin named {ep.name!r} is already loaded"
             load.failures.append(PluginFailure(name=ep.name, error=error))
         else:
-            _add(load, ep.name, ep.load)
+            _add(load, ep.name, functools.partial(_instantiate, ep))
     pm.check_pending()
     return load
+
+
+def _instantiate(ep: EntryPoint) -> object:
+    """Load an entry point; a class is instantiated, so each app gets plugin state of its own."""
+    plugin = ep.load()
+    return plugin() if isinstance(plugin, type) else plugin
 
 
 def _identity(plugin: object) -> object:

