@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from app.core.models import Memory, Message, PluginResult, TranscriptSegment
-from app.plugins.markers import hookspec
 from app.plugins.context import PluginContext
+from app.plugins.markers import hookspec
 from app.plugins.types import PluginInfo, TranscriptSession
 
 __all__ = [
