@@ -12,12 +12,13 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
 from app.api.auth import Authenticator, provide_uid
 from app.api.memories import MemoriesController
 from app.api.messages import MessagesController
 from app.config import Settings
+from app.core.errors import BackendUnavailable
 from app.core.pipeline import MemoryPipeline
 from app.core.ports import KeyValue
 from app.core.services import Services
@@ -90,6 +91,16 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     )
 
 
+def _unavailable(request: Request[Any, Any, Any], exc: BackendUnavailable) -> Response[Any]:
+    """A vendor that stayed down after the adapter's retries: 503, JSON, retry later."""
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return Response(
+        {"status_code": 503, "detail": f"{exc.backend} is unavailable, try again later"},
+        status_code=HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Litestar:
     """The Litestar application for ``settings`` (read from the environment when omitted).
 
@@ -145,7 +156,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             {"settings": settings, "authenticator": authenticator, "plugins": host, "plugin_load": plugins}
         ),
         lifespan=[lifespan],
-        exception_handlers={HTTP_500_INTERNAL_SERVER_ERROR: _internal_error},
+        exception_handlers={
+            HTTP_500_INTERNAL_SERVER_ERROR: _internal_error,
+            BackendUnavailable: _unavailable,
+        },
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="omi-backend", version="0.1.0", path="/schema"),
         debug=False,

@@ -100,7 +100,8 @@ class DeepgramSpeechToText:
         model: The Deepgram model.
         keepalive_interval: Seconds without audio after which a ``KeepAlive`` is sent.
         finish_timeout: Seconds ``finish()`` waits for the last results and ``Metadata``.
-        max_retries: Consecutive failed connections tolerated before a stream fails.
+        max_retries: Reconnect attempts after a failure (a drop or a refused connection) before
+            the stream fails; the count restarts once a connection delivers a final result.
         retry_backoff: First delay between reconnects, doubled after each failure (at most 5 s).
         max_unacknowledged: Seconds of sent audio kept for replay while awaiting final results.
     """
@@ -269,7 +270,7 @@ class DeepgramStream:
                 reason = f"{type(exc).__name__}: {exc}"
             failures += 1
             if failures > self._engine.max_retries:
-                self._fail(f"connection failed {failures} times in a row; last: {reason}")
+                self._fail(f"{failures} consecutive connection failures; last: {reason}")
                 return
             delay = min(self._engine.retry_backoff * 2 ** (failures - 1), 5.0)
             logger.warning("deepgram: %s; reconnecting in %.2f s (attempt %d)", reason, delay, failures)

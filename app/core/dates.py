@@ -87,6 +87,12 @@ _PERIOD_RE = re.compile(
     r"(?<!good\s)\b(?P<lead>this\s+|in\s+the\s+)?(?P<period>morning|afternoon|evening|night|tonight|lunchtime)\b",
     re.IGNORECASE,
 )
+# Cheap tests that spare most sentences the big expressions above.
+_DAY_HINT = re.compile(
+    rf"day\b|tonight|tomorrow|month|\b(?:{_MONTHS})\b|\bthe\s+\w+(?:st|nd|rd|th)\b|\d{{4}}-\d|\bin\s+\w+\s+(?:day|week)",
+    re.IGNORECASE,
+)
+_TIME_HINT = re.compile(r"\d|o'?clock|noon|midday|midnight|\b(?:at|by|around|from|half|quarter)\s", re.I)
 _PAST_RE = re.compile(r"\b(?:yesterday|ago|last\s+(?:night|week|month|year))\b", re.IGNORECASE)
 _DURATION_RE = re.compile(
     rf"\bfor\s+(?:(?P<half>half\s+an\s+hour)|(?P<n>\d{{1,3}}|{_alt(_NUMBERS)})\s+(?P<unit>hours?|minutes?|mins?)"
@@ -114,11 +120,19 @@ def find_when(sentence: str, started_at: datetime) -> When | None:
     # +02:00 base, "saturday 07:00" came back as 07:00+00:00), so we parse naive local times
     # and attach started_at's tzinfo ourselves.
     base = started_at.replace(tzinfo=None)
-    day_match = next((m for m in _DAY_RE.finditer(sentence) if _day_ok(m)), None)
+    day_match = (
+        next((m for m in _DAY_RE.finditer(sentence) if _day_ok(m)), None)
+        if _DAY_HINT.search(sentence)
+        else None
+    )
     day = _resolve_day(day_match, base) if day_match else None
     if day_match is not None and day is None:
         return None  # "last Tuesday", "yesterday", an impossible date
-    time_match = next((m for m in _TIME_RE.finditer(sentence) if _is_time(m)), None)
+    time_match = (
+        next((m for m in _TIME_RE.finditer(sentence) if _is_time(m)), None)
+        if _TIME_HINT.search(sentence)
+        else None
+    )
     period = next((p for p in _PERIOD_RE.finditer(sentence) if not _inside(p, time_match)), None)
     rel = (day_match["rel"] or "").lower() if day_match else ""
     period_name = "tonight" if rel == "tonight" else (period["period"].lower() if period else None)

@@ -102,7 +102,7 @@ CATEGORY_DESCRIPTIONS: dict[str, str] = {
 CATEGORY_THRESHOLD = 0.18
 
 _CUE_RE = re.compile(
-    r"\b(?:remind\s+me\s+to|(?:do\s+not|don't)\s+forget\s+to|make\s+sure\s+(?:to|you)"
+    r"\b(?:remind\s+me\s+to|(?:do\s+not|don't)\s+forget\s+to|make\s+sure"
     r"|(?:i|we|you)\s+(?:really\s+)?(?:need|have|got)\s+to|(?:i|we)\s+(?:will|must|should|plan\s+to)"
     r"|i'll|we'll|(?:i'm|i\s+am|we're|we\s+are)\s+going\s+to|(?:can|could|would|will)\s+you"
     r"|you\s+should|please|let's|let\s+us|has\s+to|have\s+to|need\s+to)\b",
@@ -117,8 +117,8 @@ _NOT_TASKS = _set("be say know think hear believe imagine admit guess wait see a
 _LETS_NOT = _set("start begin get go move wrap see talk recap continue keep do try hope say look")
 _LEAD_RE = re.compile(
     r"^(?:(?:yes|no|okay|ok|so|and|also|then|well|oh|right|now|please|just|hey|quickly|definitely"
-    r"|really|actually|first|remind\s+me\s+to|(?:do\s+not|don't)\s+forget(?:\s+that|\s+to)?|make\s+sure(?:\s+to|\s+that)?"
-    r"|(?:i|we|you)\s+(?:need|have|want|got|plan)\s+to|(?:i|we)\s+(?:will|should)|i'll|we'll"
+    r"|really|actually|first|remind\s+me\s+to|(?:do\s+not|don't)\s+forget(?:\s+that|\s+to)?|make\s+sure\s+to"
+    r"|(?:i|we|you)\s+(?:need|have|want|got|plan)\s+to|(?:i|we)\s+(?:will|should|can)|i'll|we'll"
     r"|(?:can|could|would|will)\s+you|let's|let\s+us|you\s+should|(?:i'm|we're)\s+going\s+to)\b[\s,]*)+",
     re.IGNORECASE,
 )
@@ -146,6 +146,7 @@ _NUMBER_RE = re.compile(
     r"\b(?:\d+|two|three|four|five|six|seven|eight|nine|ten|twenty|thirty|hundred|thousand|million)\b", re.I
 )
 _OVERVIEW_CHARS = 600
+_WEAK_END = STOPWORDS | FILLER
 
 
 @dataclass(slots=True)
@@ -171,7 +172,8 @@ class RuleBasedLanguageModel:
         if not transcript.strip():
             return Structured()
         draft = await asyncio.to_thread(draft_structure, transcript, aware(started_at))
-        category = await self._category(f"{draft.title}. {draft.overview}")
+        # One embedding; the first ~48 words carry the topic and keep the call to ~15 ms.
+        category = await self._category(" ".join(f"{draft.title}. {draft.overview}".split()[:48]))
         return Structured(
             title=draft.title,
             overview=draft.overview,
@@ -283,13 +285,18 @@ def _task_in(sentence: str) -> str | None:
     """The task a sentence asks for, as a clean capitalised phrase, or ``None``."""
     cue = _CUE_RE.search(sentence)
     if cue is not None:
-        phrase = _clean_task(sentence[cue.end() :])
+        keep = cue.group().lower().startswith("make")  # "Make sure we have a rollback plan"
+        phrase = _clean_task(sentence[cue.start() if keep else cue.end() :])
         first = phrase.split(maxsplit=1)[0].lower() if phrase else ""
         lets = cue.group().lower().replace(" us", "'s") == "let's"
         if len(phrase.split()) >= 2 and first not in _NOT_TASKS and not (lets and first in _LETS_NOT):
             return phrase
-    starts = [0, *(m.end() for m in re.finditer(r",\s+", sentence))][:3]
-    for start in starts:  # "Call the plumber", "For the exam, remember the difference"
+    # "Call the plumber ...", or after a short opening: "For the exam, remember the difference ..."
+    starts = [
+        0,
+        *(m.end() for m in re.finditer(r",\s+", sentence) if len(sentence[: m.start()].split()) <= 4),
+    ]
+    for start in starts[:3]:
         phrase = _clean_task(sentence[start:])
         tokens = phrase.split()
         if len(tokens) >= 2 and tokens[0].lower() in _IMPERATIVE and tokens[1].lower() not in _NOT_OBJECT:
@@ -327,11 +334,14 @@ def _event_title(sentence: str, spans: Sequence[tuple[int, int]]) -> str:
     text = re.sub(r"\s+", " ", text).strip(" .!?,;:")
     text = _LEAD_RE.sub("", text)
     subject = _SUBJECT_END_RE.search(text)
-    if subject is not None and subject.start() > 0:
-        text = re.sub(r"^(?:the|a|an|our|my|your|his|her|their)\s+", "", text[: subject.start()], flags=re.I)
+    if subject is not None and subject.start() > 0:  # "the design review is ..." -> "Design review"
+        text = re.split(r",\s*|\s(?:if|when|because|that|and|but|so|once|until)\s", text[: subject.start()])[
+            -1
+        ]
+        text = re.sub(r"^(?:the|a|an|our|my|your|his|her|their)\s+", "", text.strip(), flags=re.I)
     text = _TRAILING_RE.sub("", text.strip(" .!?,;:")).strip(" ,")
     tokens = text.split()[:8]
-    while tokens and tokens[-1].lower() in STOPWORDS | FILLER:
+    while tokens and tokens[-1].lower() in _WEAK_END:
         tokens.pop()
     title = " ".join(tokens)
     return title[:1].upper() + title[1:] if title else "Event"

@@ -6,6 +6,7 @@ is split, tokenised and scored in a few milliseconds.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -44,7 +45,7 @@ STOPWORDS = _set(
     what what's when when's where where's whether which while who who's whom why why's will with
     won't would wouldn't you you'd you'll you're you've your yours yourself yourselves also
     although though however yet still even ever every everyone everybody everything anyone
-    anything someone something nothing one ones may might shall via per within without
+    anything someone something nothing one ones may might shall via per within without instead
     """
 )
 
@@ -72,6 +73,8 @@ GENERIC = _set(
     back again always never maybe probably twice once first second third new old big small
     little much many more less better best worse worst sure able remember forget forgot call
     called two three four five six seven eight nine ten twenty hundred thousand half
+    proper real quick short main whole extra other good great long certain quiet late early same
+    different important possible several own full empty high low
     """
 )
 
@@ -96,6 +99,7 @@ _LEADERS = _set(
     """
 )
 
+_NOT_CONTENT = STOPWORDS | FILLER | GENERIC
 _WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _BREAK_RE = re.compile(r"[.!?…]+[\"'”’)\]]*\s+|\n+")
 _ABBREVIATIONS = _set("mr mrs ms dr prof st sr jr vs etc e.g i.e a.m p.m approx dept inc ltd co no fig")
@@ -109,6 +113,7 @@ def words(text: str) -> list[str]:
     return [w.replace("’", "'") for w in _WORD_RE.findall(text)]
 
 
+@functools.lru_cache(maxsize=8192)
 def stem(word: str) -> str:
     """A light, lowercase stem so that ``bugs``/``bug`` and ``notes``/``note`` count together."""
     w = word.lower().replace("’", "'")
@@ -225,7 +230,7 @@ def _runs(sentence: str) -> Iterable[tuple[list[str], bool]]:
     for position, token in enumerate(tokens):
         low = token.lower()
         following = tokens[position + 1] if position + 1 < len(tokens) else ""
-        content = token[0].isalnum() and not low.isdigit() and low not in STOPWORDS | FILLER | GENERIC
+        content = token[0].isalnum() and not low.isdigit() and low not in _NOT_CONTENT
         if content and len(run) > 2 and run[-2] in _LINKS and run[-1][0].isupper() and token.islower():
             yield run[:4], led  # "flight to Lisbon" | "leaves"
             run = []
@@ -239,15 +244,16 @@ def _runs(sentence: str) -> Iterable[tuple[list[str], bool]]:
         elif run and low == "up" and run[-1].lower() in _PHRASAL:
             run.append(low)  # "follow up visit"
         else:
-            if run and run[-1] not in _LINKS | {"up"}:
+            if run and run[-1] not in _OPEN_ENDS:
                 yield run[:4], led
             run = []
         previous = low
-    if run and run[-1] not in _LINKS | {"up"}:
+    if run and run[-1] not in _OPEN_ENDS:
         yield run[:4], led
 
 
 _LINKS = frozenset({"to", "of"})
+_OPEN_ENDS = frozenset({"to", "of", "up"})
 _PHRASAL = frozenset({"follow", "check", "pick", "set", "sign", "catch", "warm"})
 _BE = frozenset({"is", "are", "was", "were"})
 

@@ -97,7 +97,7 @@ class FakeDeepgram:
         return DeepgramClientEnvironment(base=http, production=self.url, agent=self.url, agent_rest=http)
 
     def drop_after(self, seconds: float) -> None:
-        """Abort the next connection (no close frame) once it has received ``seconds`` of audio."""
+        """Abort the first connection (no close frame) that has received ``seconds`` of audio."""
         self._drop_seconds = seconds
 
     async def start(self) -> None:
@@ -153,16 +153,13 @@ class FakeDeepgram:
             request_id=str(uuid.uuid4()),
         )
         self.connections.append(record)
-        drop, self._drop_seconds = self._drop_seconds, None
-        await _Session(self, connection, record, drop).run()
+        await _Session(self, connection, record).run()
 
 
 class _Session:
     """One connection: audio to the engine, its segments back as ``Results``."""
 
-    def __init__(
-        self, server: FakeDeepgram, connection: ServerConnection, record: ConnectionRecord, drop: float | None
-    ) -> None:
+    def __init__(self, server: FakeDeepgram, connection: ServerConnection, record: ConnectionRecord) -> None:
         self.server = server
         self.connection = connection
         self.record = record
@@ -171,13 +168,13 @@ class _Session:
         self.language = query.get("language", "en")
         self.diarize = query.get("diarize") == "true"
         self.punctuate = query.get("punctuate") == "true" or query.get("smart_format") == "true"
-        self.drop_bytes = None if drop is None else int(drop * self.sample_rate) * 2
         self.digest = hashlib.sha256()
         self.cursor = 0.0  # end of the audio covered by the results sent so far
         self.engine_offset = 0.0  # where the current engine stream began (moves on Finalize)
         self.last_activity = asyncio.get_running_loop().time()
         self.closing = False  # CloseStream received: the idle timeout no longer applies
         self.stream: SpeechStream | None = None
+        self.flushed: list[TranscriptSegment] | None = None  # collects segments during a flush
 
     @property
     def audio_seconds(self) -> float:
@@ -213,7 +210,9 @@ class _Session:
     async def _audio(self, pcm: bytes) -> bool:
         self.record.audio_bytes += len(pcm)
         self.digest.update(pcm)
-        if self.drop_bytes is not None and self.record.audio_bytes >= self.drop_bytes:
+        drop = self.server._drop_seconds
+        if drop is not None and self.record.audio_bytes >= int(drop * self.sample_rate) * 2:
+            self.server._drop_seconds = None
             self.record.dropped = True
             self.connection.transport.abort()  # no close frame: the client sees 1006
             return False
@@ -263,15 +262,20 @@ class _Session:
         return True
 
     async def _flush(self, *, from_finalize: bool) -> None:
-        """Recognise what the engine holds, then cover the rest of the audio with a final result."""
+        """Recognise what the engine holds and send it, with the rest of the audio, as one result."""
         stream, self.stream = self.stream, None
+        self.flushed = []
         if stream is not None:
             await stream.finish()
-        if self.audio_seconds > self.cursor or from_finalize:
-            await self._send(self._results([], until=self.audio_seconds, from_finalize=from_finalize))
+        segments, self.flushed = self.flushed, None
+        if segments or from_finalize or self.audio_seconds > self.cursor:
+            await self._send(self._results(segments, until=self.audio_seconds, from_finalize=from_finalize))
 
     async def _on_segments(self, segments: list[TranscriptSegment]) -> None:
-        await self._send(self._results(segments, until=0.0, from_finalize=False))
+        if self.flushed is not None:
+            self.flushed.extend(segments)
+        else:
+            await self._send(self._results(segments, until=0.0, from_finalize=False))
 
     def _results(
         self, segments: list[TranscriptSegment], *, until: float, from_finalize: bool

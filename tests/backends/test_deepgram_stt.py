@@ -1,0 +1,353 @@
+"""The Deepgram live adapter, driven through the real SDK against the fake Deepgram server.
+
+The fake recognises audio with :class:`TickEngine`, a deterministic recogniser: every 0.5 s of
+audio at the constant level ``256 * k`` reads as the word ``w<k>`` spoken over exactly that
+half second, so the words and times each test expects are known to the millisecond.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import numpy as np
+import pytest
+from deepgram import AsyncDeepgramClient
+from deepgram.listen.v1.types import ListenV1Results, ListenV1ResultsChannelAlternativesItemWordsItem
+
+from app.backends.deepgram_stt import DeepgramSpeechToText, DeepgramStream, words_to_segments
+from app.core.errors import BackendUnavailable
+from app.core.models import TranscriptSegment
+from app.core.ports import SegmentsCallback, SpeechToText
+from tests.fakes.deepgram_server import FakeDeepgram
+
+RATE = 16_000
+HALF = RATE  # bytes in 0.5 s of 16-bit mono audio at RATE
+pytestmark = pytest.mark.anyio
+
+
+class TickStream:
+    def __init__(self, sample_rate: int, on_segments: SegmentsCallback, batch: int) -> None:
+        self.chunk = sample_rate  # 0.5 s of 16-bit samples
+        self.on_segments = on_segments
+        self.batch = batch
+        self.buffer = bytearray()
+        self.index = 0
+        self.pending: list[TranscriptSegment] = []
+
+    async def send(self, pcm: bytes) -> None:
+        self.buffer += pcm
+        while len(self.buffer) >= self.chunk:
+            chunk, self.buffer = bytes(self.buffer[: self.chunk]), self.buffer[self.chunk :]
+            level = round(float(np.abs(np.frombuffer(chunk, dtype="<i2").astype(np.float64)).mean()) / 256)
+            start = self.index * 0.5
+            self.index += 1
+            if level:
+                speaker = f"SPEAKER_{int(level >= 50)}"
+                self.pending.append(
+                    TranscriptSegment(text=f"w{level}", speaker=speaker, start=start, end=start + 0.5)
+                )
+            if self.pending and (not level or len(self.pending) >= self.batch):
+                await self._flush()
+
+    async def _flush(self) -> None:
+        segments, self.pending = self.pending, []
+        if segments:
+            await self.on_segments(segments)
+
+    async def finish(self) -> None:
+        await self._flush()
+
+    async def close(self) -> None:
+        self.pending = []
+
+
+class TickEngine:
+    """One word per 0.5 s of non-silent audio; silence or ``batch`` words end a result."""
+
+    def __init__(self, batch: int = 3) -> None:
+        self.batch = batch
+
+    async def open(self, *, language: str, sample_rate: int, on_segments: SegmentsCallback) -> TickStream:
+        return TickStream(sample_rate, on_segments, self.batch)
+
+    async def close(self) -> None:
+        pass
+
+
+def clip(*levels: int) -> bytes:
+    """0.5 s of constant audio per level (0 is silence)."""
+    return b"".join(np.full(RATE // 2, level * 256, dtype="<i2").tobytes() for level in levels)
+
+
+def expected_words(*levels: int) -> list[tuple[str, float, float]]:
+    return [(f"w{k}", i * 0.5, i * 0.5 + 0.5) for i, k in enumerate(levels) if k]
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.segments: list[TranscriptSegment] = []
+
+    async def __call__(self, segments: list[TranscriptSegment]) -> None:
+        self.segments.extend(segments)
+
+    def words(self) -> list[str]:
+        return [word for segment in self.segments for word in segment.text.split()]
+
+
+def assert_exact(collector: Collector, levels: tuple[int, ...]) -> None:
+    """Every word once, in order, and each segment's times those of its first and last word."""
+    expected = expected_words(*levels)
+    assert collector.words() == [w for w, _, _ in expected]
+    position = 0
+    for segment in collector.segments:
+        count = len(segment.text.split())
+        first, last = expected[position], expected[position + count - 1]
+        assert (segment.start, segment.end) == pytest.approx((first[1], last[2]), abs=1e-6)
+        position += count
+    starts = [s.start for s in collector.segments]
+    assert starts == sorted(starts)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeDeepgram]:
+    async with FakeDeepgram(TickEngine()) as fake:
+        yield fake
+
+
+async def open_stream(
+    server: FakeDeepgram, collector: Collector, **options: Any
+) -> tuple[DeepgramSpeechToText, DeepgramStream]:
+    engine = DeepgramSpeechToText("test-key", server.environment, retry_backoff=0.01, **options)
+    stream = await engine.open(language="en", sample_rate=RATE, on_segments=collector)
+    return engine, stream
+
+
+async def send_paced(
+    stream: DeepgramStream, audio: bytes, frame: int = RATE // 5, pause: float = 0.005
+) -> None:
+    for i in range(0, len(audio), frame):
+        await stream.send(audio[i : i + frame])
+        await anyio.sleep(pause)
+
+
+def test_the_adapter_satisfies_the_port() -> None:
+    assert isinstance(DeepgramSpeechToText("key"), SpeechToText)
+
+
+async def test_options_are_sent_as_the_contract_says(server: FakeDeepgram) -> None:
+    engine, stream = await open_stream(server, Collector())
+    await stream.finish()
+    await engine.close()
+    record = server.connections[0]
+    assert record.query == {
+        "model": "nova-3",
+        "language": "en",
+        "encoding": "linear16",
+        "sample_rate": "16000",
+        "channels": "1",
+        "punctuate": "true",
+        "smart_format": "true",
+        "diarize": "true",
+        "interim_results": "false",
+        "endpointing": "100",
+        "no_delay": "true",
+    }
+    assert record.headers["authorization"] == "Token test-key"
+
+
+def test_words_group_by_speaker_with_offset() -> None:
+    word = ListenV1ResultsChannelAlternativesItemWordsItem
+    words = [
+        word(word="hello", punctuated_word="Hello", start=0.1, end=0.4, confidence=0.9, speaker=0),
+        word(word="there", punctuated_word="there.", start=0.4, end=0.8, confidence=0.9, speaker=0),
+        word(word="hi", punctuated_word="Hi!", start=1.0, end=1.2, confidence=0.9, speaker=1),
+        word(word="bye", start=1.5, end=1.9, confidence=0.9),
+    ]
+    segments = words_to_segments(words, offset=10.0)
+    assert [(s.text, s.speaker, s.start, s.end) for s in segments] == [
+        ("Hello there.", "SPEAKER_0", 10.1, 10.8),
+        ("Hi!", "SPEAKER_1", 11.0, 11.2),
+        ("bye", "SPEAKER_0", 11.5, 11.9),
+    ]
+
+
+async def test_final_results_become_segments(server: FakeDeepgram) -> None:
+    levels = (3, 4, 0, 60, 61, 0, 5)
+    collector = Collector()
+    engine, stream = await open_stream(server, collector)
+    await send_paced(stream, clip(*levels))
+    await stream.finish()
+    await engine.close()
+    assert_exact(collector, levels)
+    assert [(s.text, s.speaker) for s in collector.segments] == [
+        ("w3 w4", "SPEAKER_0"),
+        ("w60 w61", "SPEAKER_1"),
+        ("w5", "SPEAKER_0"),
+    ]
+
+
+async def test_close_stream_delivers_the_rest_then_metadata(server: FakeDeepgram) -> None:
+    collector = Collector()
+    engine, stream = await open_stream(server, collector)
+    await stream.send(clip(7, 0, 8, 9))  # w8 and w9 stay in the engine until CloseStream
+    with anyio.fail_after(5):
+        while collector.words() != ["w7"]:
+            await anyio.sleep(0.01)
+    await stream.finish()
+    await engine.close()
+    assert collector.words() == ["w7", "w8", "w9"]
+    record = server.connections[0]
+    assert record.messages == ["CloseStream"]
+    assert [m["type"] for m in record.sent] == ["Results", "Results", "Metadata"]
+    assert record.close_code == 1000
+    assert stream.metadata is not None
+    assert stream.metadata.request_id == record.request_id
+    assert stream.metadata.duration == pytest.approx(2.0)
+    with pytest.raises(BackendUnavailable):
+        await stream.send(clip(1))
+
+
+async def test_keepalive_after_silence_keeps_the_connection(server: FakeDeepgram) -> None:
+    server.idle_timeout = 0.3
+    collector = Collector()
+    engine, stream = await open_stream(server, collector, keepalive_interval=0.1)
+    await stream.send(clip(2))
+    await anyio.sleep(0.8)  # well past the server's idle timeout
+    await stream.send(clip(3))
+    await stream.finish()
+    await engine.close()
+    record = server.connections[0]
+    assert len(server.connections) == 1
+    assert record.messages.count("KeepAlive") >= 4
+    assert record.messages[-1] == "CloseStream"
+    assert record.close_code == 1000
+    assert collector.words() == ["w2", "w3"]
+
+
+def test_keepalive_defaults_to_five_seconds() -> None:
+    assert DeepgramSpeechToText("key").keepalive_interval == 5.0
+
+
+@pytest.mark.parametrize("paced", [True, False], ids=["mid-stream", "during-finish"])
+async def test_a_dropped_connection_is_resumed_without_gap_or_duplicate(
+    server: FakeDeepgram, paced: bool
+) -> None:
+    levels = (1, 2, 3, 0, 4, 5, 6, 7, 0, 0, 8, 9, 10, 11, 12, 0, 13, 14)
+    audio = clip(*levels)
+    collector = Collector()
+    engine, stream = await open_stream(server, collector)
+    server.drop_after(5.3)
+    if paced:
+        await send_paced(stream, audio)
+    else:
+        await stream.send(audio)
+    with anyio.fail_after(10):
+        await stream.finish()
+    await engine.close()
+    assert_exact(collector, levels)
+    first, second = server.connections
+    assert first.dropped
+    assert not second.dropped
+    assert second.messages[-1] == "CloseStream"
+    assert first.audio_bytes + second.audio_bytes >= len(audio)
+    if paced:  # results came back before the drop, so only their tail was replayed
+        assert second.audio_bytes < len(audio)
+    assert stream.connections == 2
+
+
+async def test_reconnects_are_bounded_then_send_fails(server: FakeDeepgram) -> None:
+    collector = Collector()
+    engine, stream = await open_stream(server, collector, max_retries=2)
+    server.refuse_status = 503
+    server.drop_after(0.5)
+    with anyio.fail_after(5), pytest.raises(BackendUnavailable, match="3 consecutive connection failures") as failure:
+        while True:
+            await stream.send(clip(1))
+            await anyio.sleep(0.02)
+    assert "503" in str(failure.value)
+    assert server.rejected == [503, 503]  # the drop, then two refused reconnects
+    with pytest.raises(BackendUnavailable):
+        await stream.finish()
+    await engine.close()
+
+
+async def test_a_wrong_key_is_a_clear_error(server: FakeDeepgram) -> None:
+    engine = DeepgramSpeechToText("wrong-key", server.environment, retry_backoff=0.01)
+    with pytest.raises(BackendUnavailable, match=r"refused the connection \(HTTP 401"):
+        await engine.open(language="en", sample_rate=RATE, on_segments=Collector())
+    await engine.close()
+    assert server.rejected == [401]  # not retried
+    assert server.connections == []
+
+
+async def test_finish_does_not_wait_forever_for_a_silent_server(server: FakeDeepgram) -> None:
+    server.hang = True
+    engine, stream = await open_stream(server, Collector(), finish_timeout=0.3)
+    await stream.send(clip(1, 2))
+    with anyio.fail_after(5), pytest.raises(BackendUnavailable, match="within 0.3 s of CloseStream"):
+        await stream.finish()
+    await engine.close()
+    assert server.connections[0].messages == ["CloseStream"]
+
+
+async def test_close_aborts_at_once(server: FakeDeepgram) -> None:
+    collector = Collector()
+    engine, stream = await open_stream(server, collector)
+    await stream.send(clip(1, 2))  # still in the engine: never delivered
+    with anyio.fail_after(2):
+        await stream.close()
+        await engine.close()
+    assert collector.segments == []
+    assert "CloseStream" not in server.connections[0].messages
+
+
+# -- the fake itself, through the raw SDK -------------------------------------------------------
+
+
+@pytest.fixture
+async def sdk(server: FakeDeepgram) -> AsyncIterator[AsyncDeepgramClient]:
+    async with httpx.AsyncClient() as http:
+        yield AsyncDeepgramClient(api_key="test-key", environment=server.environment, httpx_client=http)
+
+
+async def test_fake_closes_an_idle_socket_with_net_0001(
+    server: FakeDeepgram, sdk: AsyncDeepgramClient
+) -> None:
+    server.idle_timeout = 0.2
+    async with sdk.listen.v1.connect(model="nova-3") as socket:
+        with anyio.fail_after(3):
+            with pytest.raises(Exception) as closed:  # noqa: PT011 - websockets' ConnectionClosedError
+                await socket.recv()
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, "NET-0001")  # type: ignore[attr-defined]
+    assert server.connections[0].close_code == 1011
+
+
+async def test_fake_answers_finalize_with_results_in_the_documented_shape(
+    server: FakeDeepgram, sdk: AsyncDeepgramClient
+) -> None:
+    async with sdk.listen.v1.connect(
+        model="nova-3", encoding="linear16", sample_rate=RATE, diarize="true", punctuate="true"
+    ) as socket:
+        await socket.send_media(clip(60, 61))
+        await socket.send_finalize()
+        with anyio.fail_after(3):
+            message = await socket.recv()
+        await socket.send_close_stream()
+        with anyio.fail_after(3):
+            rest = await socket.recv()
+    assert isinstance(message, ListenV1Results)
+    assert (message.is_final, message.speech_final, message.from_finalize) == (True, True, True)
+    assert (message.start, message.duration, message.channel_index) == (0.0, 1.0, [0, 1])
+    alternative = message.channel.alternatives[0]
+    assert alternative.transcript == "w60 w61"
+    assert [(w.word, w.punctuated_word, w.start, w.end, w.speaker) for w in alternative.words] == [
+        ("w60", "w60", 0.0, 0.5, 1),
+        ("w61", "w61", 0.5, 1.0, 1),
+    ]
+    assert message.metadata.model_info.name
+    assert message.metadata.request_id == server.connections[0].request_id
+    assert type(rest).__name__ == "ListenV1Metadata"  # everything was final already
+    assert server.connections[0].messages == ["Finalize", "CloseStream"]
