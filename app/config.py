@@ -46,6 +46,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_body_bytes: int = 10 * 1024 * 1024
     plugin_timeout: float = 10.0
     inference_threads: int = 2
+    webhook_allow_private: bool = False
+    webhook_connect_timeout: float = 2.0
+    webhook_read_timeout: float = 15.0
+    integrations_api_key: str | None = None
 
     @property
     def key_value(self) -> Literal["sqlite", "redis"]:
@@ -88,6 +92,10 @@ _ENV_NAMES: dict[str, str] = {
     "max_body_bytes": "OMI_MAX_BODY_BYTES",
     "plugin_timeout": "OMI_PLUGIN_TIMEOUT",
     "inference_threads": "OMI_INFERENCE_THREADS",
+    "webhook_allow_private": "OMI_WEBHOOK_ALLOW_PRIVATE",
+    "webhook_connect_timeout": "OMI_WEBHOOK_CONNECT_TIMEOUT",
+    "webhook_read_timeout": "OMI_WEBHOOK_READ_TIMEOUT",
+    "integrations_api_key": "OMI_INTEGRATIONS_API_KEY",
 }
 
 

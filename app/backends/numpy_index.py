@@ -115,14 +115,12 @@ class _Shelf:
 
 
 def _load(conn: sqlite3.Connection, uid: str) -> list[Row]:
+    """The user's rows, normalised (every vector in the index has one dimension: see ``_upsert``)."""
     found = conn.execute(
         "SELECT id, memory_id, created_at, vector FROM vectors WHERE uid = ?", (uid,)
     ).fetchall()
     if not found:
         return []
-    dims = {len(r[3]) for r in found}
-    if len(dims) != 1:
-        raise ValueError(f"the vectors of user {uid!r} have mixed dimensions")
     raw = np.frombuffer(b"".join(r[3] for r in found), dtype=_STORED).astype(np.float32)
     units = _unit(raw.reshape(len(found), -1))
     return [(r[0], r[1], int(r[2]), units[i]) for i, r in enumerate(found)]
@@ -176,11 +174,8 @@ class NumpyVectorIndex:
         if not items:
             return
         vectors = [np.asarray(item.values, dtype=np.float32) for item in items]
-        dims = {v.shape for v in vectors}
-        if len(dims) != 1 or vectors[0].ndim != 1 or vectors[0].size == 0:
-            raise ValueError("vectors must be non-empty and all of one dimension")
-        if not all(np.isfinite(v).all() for v in vectors):
-            raise ValueError("vectors must hold finite numbers")
+        if len({len(v) for v in vectors}) != 1 or not vectors[0].size or not np.isfinite(vectors).all():
+            raise ValueError("vectors must be non-empty, of one dimension and finite")
         blobs = [v.astype(_STORED).tobytes() for v in vectors]
         async with self._lock:
             try:

@@ -28,9 +28,10 @@ Semantics, with ``started_at`` on Monday 23 November 2026:
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
 
 import dateparser
 
@@ -55,7 +56,7 @@ _ORDINALS |= {"thirtieth": 30, "thirty first": 31}
 _PERIODS = {"morning": 9, "afternoon": 14, "evening": 19, "night": 20, "tonight": 20, "lunchtime": 12}
 
 
-def _alt(words: Any) -> str:
+def _alt(words: Iterable[str]) -> str:
     return "|".join(w.replace(" ", r"[\s-]+") for w in sorted(words, key=len, reverse=True))
 
 
@@ -95,11 +96,14 @@ _DAY_HINT = re.compile(
 _TIME_HINT = re.compile(r"\d|o'?clock|noon|midday|midnight|\b(?:at|by|around|from|half|quarter)\s", re.I)
 _PAST_RE = re.compile(r"\b(?:yesterday|ago|last\s+(?:night|week|month|year))\b", re.IGNORECASE)
 _DURATION_RE = re.compile(
-    rf"\bfor\s+(?:(?P<half>half\s+an\s+hour)|(?P<n>\d{{1,3}}|{_alt(_NUMBERS)})\s+(?P<unit>hours?|minutes?|mins?)"
-    r"|an\s+hour\s+and\s+a\s+half)\b",
+    rf"\bfor\s+(?:(?P<ninety>an?\s+hour\s+and\s+a\s+half)|(?P<half>half\s+an\s+hour)"
+    rf"|(?P<n>\d{{1,3}}|{_alt(_NUMBERS)})\s+(?P<unit>hours?|minutes?|mins?))\b",
     re.IGNORECASE,
 )
 _DEADLINE = frozenset({"by", "before", "until", "till"})
+# dateparser keeps module-level parser state and is not documented as thread-safe
+# (scrapinghub/dateparser#441); structure() runs in worker threads, so calls are serialised.
+_DATEPARSER_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +165,8 @@ def duration_minutes(sentence: str) -> int | None:
     match = _DURATION_RE.search(sentence)
     if match is None:
         return None
-    if match["half"]:
-        return 30
-    if not match["n"]:
-        return 90
+    if match["ninety"] or match["half"]:
+        return 90 if match["ninety"] else 30
     n = _number(match["n"])
     return n * 60 if match["unit"].lower().startswith("hour") else n
 
@@ -229,7 +231,8 @@ def _normalise(match: re.Match[str]) -> str:
 
 def _dateparser_day(phrase: str, base: datetime) -> date | None:
     settings = {"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future", "RETURN_AS_TIMEZONE_AWARE": False}
-    parsed = dateparser.parse(phrase, languages=["en"], settings=settings)
+    with _DATEPARSER_LOCK:
+        parsed = dateparser.parse(phrase, languages=["en"], settings=settings)
     return parsed.date() if parsed is not None else None
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core.dates import duration_minutes, find_when
-from app.core.models import ActionItem, Event, Structured, aware
+from app.core.models import ActionItem, Category, Event, Structured, aware
 from app.core.ports import Embedder
 from app.core.text import (
     FILLER,
@@ -46,7 +46,7 @@ def _set(text: str) -> frozenset[str]:
 
 
 # The emoji of each category ("other" is the contract's default).
-CATEGORY_EMOJI: dict[str, str] = {
+CATEGORY_EMOJI: dict[Category, str] = {
     "personal": "🏠",
     "education": "📚",
     "health": "🩺",
@@ -72,7 +72,7 @@ CATEGORY_EMOJI: dict[str, str] = {
     "other": "🧠",
 }
 # What each category is about, embedded once to pick a transcript's category.
-CATEGORY_DESCRIPTIONS: dict[str, str] = {
+CATEGORY_DESCRIPTIONS: dict[Category, str] = {
     "personal": "Personal life at home: errands, chores, groceries, shopping, cooking, cleaning and repairs.",
     "education": "School and studying: a class, lecture, course, teacher, homework, essay, exam and grades.",
     "health": "Health: seeing a doctor or nurse about symptoms, pain, injury, blood pressure, medication.",
@@ -162,15 +162,18 @@ class RuleBasedLanguageModel:
 
     def __init__(self, embedder: Embedder) -> None:
         self._embedder = embedder
-        self._categories: tuple[list[str], npt.NDArray[np.float32]] | None = None
+        self._categories: tuple[list[Category], npt.NDArray[np.float32]] | None = None
         self._lock = asyncio.Lock()
 
     async def should_discard(self, transcript: str) -> bool:
         return not worth_keeping(transcript)
 
     async def structure(self, transcript: str, started_at: datetime, language: str | None) -> Structured:
+        """Structure ``transcript``; the rules are English whatever ``language`` says."""
         if not transcript.strip():
             return Structured()
+        # The rules take a few ms on a long transcript (and dateparser loads its data on first
+        # use): always off the event loop; the thread hop costs ~0.1 ms.
         draft = await asyncio.to_thread(draft_structure, transcript, aware(started_at))
         # One embedding; the first ~48 words carry the topic and keep the call to ~15 ms.
         category = await self._category(" ".join(f"{draft.title}. {draft.overview}".split()[:48]))
@@ -178,7 +181,7 @@ class RuleBasedLanguageModel:
             title=draft.title,
             overview=draft.overview,
             emoji=CATEGORY_EMOJI[category],
-            category=category,  # type: ignore[arg-type]  # a key of CATEGORY_EMOJI: a Category
+            category=category,
             action_items=draft.action_items,
             events=draft.events,
         )
@@ -186,14 +189,14 @@ class RuleBasedLanguageModel:
     async def run_prompt(self, prompt: str, transcript: str) -> str | None:
         return None
 
-    async def _category(self, text: str) -> str:
+    async def _category(self, text: str) -> Category:
         names, matrix = await self._category_matrix()
         vector = (await self._embedder.embed([text]))[0]
         similarity = matrix @ vector
         best = int(np.argmax(similarity))
         return names[best] if float(similarity[best]) >= CATEGORY_THRESHOLD else "other"
 
-    async def _category_matrix(self) -> tuple[list[str], npt.NDArray[np.float32]]:
+    async def _category_matrix(self) -> tuple[list[Category], npt.NDArray[np.float32]]:
         async with self._lock:
             if self._categories is None:
                 names = list(CATEGORY_DESCRIPTIONS)
@@ -207,25 +210,28 @@ def worth_keeping(transcript: str) -> bool:
     if len(words(transcript)) > 100:
         return True
     text = _FAREWELL_RE.sub(" ", transcript.replace("’", "'"))
-    content = [w for w in content_words(text) if w.lower() not in _TIME_WORDS]
-    if not content:
-        return False
-    if len(content) >= 3:
+    content = _content(text)
+    if len(content) >= 3:  # a statement with enough substance: "The coffee machine broke."
         return True
-    for sentence in split_sentences(text):
+    for sentence in split_sentences(text) if content else []:
         tokens = words(sentence)
-        if not tokens or not content_words(sentence):
+        if not _content(sentence):
             continue
         question = "?" in sentence or tokens[0].lower() in _QUESTION_START
-        proper = any(w[0].isupper() and w != "I" and not w.startswith("I'") for w in tokens[1:])
-        if question or proper or _task_in(sentence) or _PLAN_RE.search(sentence):
-            return True
-        if _NUMBER_RE.search(sentence):
+        name = any(w[0].isupper() and w != "I" and not w.startswith("I'") for w in tokens[1:])
+        if question or name or _NUMBER_RE.search(sentence) or _PLAN_RE.search(sentence) or _task_in(sentence):
             return True
     return False
 
 
-_TIME_WORDS = _set("today tomorrow tonight yesterday later soon now week month day time")
+def _content(text: str) -> list[str]:
+    return [w for w in content_words(text) if w.lower() not in _TIME_WORDS]
+
+
+_TIME_WORDS = _set(
+    "today tomorrow tonight yesterday later soon now week month day time morning afternoon evening"
+    " monday tuesday wednesday thursday friday saturday sunday weekend"
+)
 
 
 def draft_structure(transcript: str, started_at: datetime) -> _Draft:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from deepgram import AsyncDeepgramClient
 from deepgram.listen.v1.types import ListenV1Results, ListenV1ResultsChannelAlternativesItemWordsItem
+from websockets.exceptions import ConnectionClosedError
 
 from app.backends.deepgram_stt import DeepgramSpeechToText, DeepgramStream, words_to_segments
 from app.core.errors import BackendUnavailable
@@ -89,9 +90,17 @@ def expected_words(*levels: int) -> list[tuple[str, float, float]]:
 class Collector:
     def __init__(self) -> None:
         self.segments: list[TranscriptSegment] = []
+        self.arrived = anyio.Event()
 
     async def __call__(self, segments: list[TranscriptSegment]) -> None:
         self.segments.extend(segments)
+        self.arrived.set()
+
+    async def wait_for(self, count: int) -> None:
+        """Wait until at least ``count`` segments have arrived."""
+        while len(self.segments) < count:
+            await self.arrived.wait()
+            self.arrived = anyio.Event()
 
     def words(self) -> list[str]:
         return [word for segment in self.segments for word in segment.text.split()]
@@ -123,6 +132,15 @@ async def open_stream(
     engine = DeepgramSpeechToText("test-key", server.environment, retry_backoff=0.01, **options)
     stream = await engine.open(language="en", sample_rate=RATE, on_segments=collector)
     return engine, stream
+
+
+async def send_until_failure(stream: DeepgramStream) -> BackendUnavailable:
+    while True:
+        try:
+            await stream.send(clip(1))
+        except BackendUnavailable as exc:
+            return exc
+        await anyio.sleep(0.02)
 
 
 async def send_paced(
@@ -194,8 +212,8 @@ async def test_close_stream_delivers_the_rest_then_metadata(server: FakeDeepgram
     engine, stream = await open_stream(server, collector)
     await stream.send(clip(7, 0, 8, 9))  # w8 and w9 stay in the engine until CloseStream
     with anyio.fail_after(5):
-        while collector.words() != ["w7"]:
-            await anyio.sleep(0.01)
+        await collector.wait_for(1)
+    assert collector.words() == ["w7"]
     await stream.finish()
     await engine.close()
     assert collector.words() == ["w7", "w8", "w9"]
@@ -263,11 +281,10 @@ async def test_reconnects_are_bounded_then_send_fails(server: FakeDeepgram) -> N
     engine, stream = await open_stream(server, collector, max_retries=2)
     server.refuse_status = 503
     server.drop_after(0.5)
-    with anyio.fail_after(5), pytest.raises(BackendUnavailable, match="3 consecutive connection failures") as failure:
-        while True:
-            await stream.send(clip(1))
-            await anyio.sleep(0.02)
-    assert "503" in str(failure.value)
+    with anyio.fail_after(5):
+        failure = await send_until_failure(stream)
+    assert "3 consecutive connection failures" in str(failure)
+    assert "HTTP 503" in str(failure)
     assert server.rejected == [503, 503]  # the drop, then two refused reconnects
     with pytest.raises(BackendUnavailable):
         await stream.finish()
@@ -287,7 +304,7 @@ async def test_finish_does_not_wait_forever_for_a_silent_server(server: FakeDeep
     server.hang = True
     engine, stream = await open_stream(server, Collector(), finish_timeout=0.3)
     await stream.send(clip(1, 2))
-    with anyio.fail_after(5), pytest.raises(BackendUnavailable, match="within 0.3 s of CloseStream"):
+    with anyio.fail_after(5), pytest.raises(BackendUnavailable, match=r"within 0\.3 s of CloseStream"):
         await stream.finish()
     await engine.close()
     assert server.connections[0].messages == ["CloseStream"]
@@ -319,9 +336,10 @@ async def test_fake_closes_an_idle_socket_with_net_0001(
     server.idle_timeout = 0.2
     async with sdk.listen.v1.connect(model="nova-3") as socket:
         with anyio.fail_after(3):
-            with pytest.raises(Exception) as closed:  # noqa: PT011 - websockets' ConnectionClosedError
+            with pytest.raises(ConnectionClosedError) as closed:
                 await socket.recv()
-    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, "NET-0001")  # type: ignore[attr-defined]
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, "NET-0001")
     assert server.connections[0].close_code == 1011
 
 

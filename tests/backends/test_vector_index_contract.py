@@ -7,8 +7,6 @@ results come from a brute-force NumPy cosine search over the same vectors.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
@@ -266,25 +264,26 @@ async def test_dimension_mismatch_is_refused(index: VectorIndex) -> None:
 # NumPy adapter specifics.
 
 
-async def test_numpy_search_at_10k_vectors_is_fast(tmp_path: Path) -> None:
+async def test_numpy_search_at_10k_vectors_matches_brute_force(tmp_path: Path) -> None:
+    # Speed is measured by bench/bench_search.py, not asserted here; this checks the answer.
     index = NumpyVectorIndex(tmp_path / "vectors.db")
     try:
         vectors = random_vectors(10_000, seed=16, dim=384)
         await index.upsert([item("alice", f"m{i}", v, created_at=i) for i, v in enumerate(vectors)])
-        queries = random_vectors(30, seed=17, dim=384)
-        await index.query(queries[0], uid="alice", top_k=10)  # loads the cache
-        timings = []
-        for query in queries:
-            began = time.perf_counter()
-            await index.query(query, uid="alice", top_k=10, start=1000, end=9000)
-            timings.append(time.perf_counter() - began)
-        assert statistics.median(timings) < 0.005, f"median {statistics.median(timings) * 1e3:.2f} ms"
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        for query in random_vectors(5, seed=17, dim=384):
+            found = await index.query(query, uid="alice", top_k=10, start=1000, end=9000)
+            scores = unit[1000:9001] @ (query / np.linalg.norm(query))
+            expected = [f"m{1000 + i}" for i in np.argsort(-scores)[:10]]
+            assert [m.memory_id for m in found] == expected
     finally:
         await index.close()
 
 
-async def test_numpy_refuses_non_finite_values(index: VectorIndex) -> None:
-    if not isinstance(index, NumpyVectorIndex):
-        pytest.skip("NumPy adapter only")
-    with pytest.raises(ValueError):
-        await index.upsert([item("alice", "nan", [float("nan")] * DIM)])
+async def test_numpy_refuses_non_finite_values(tmp_path: Path) -> None:
+    index = NumpyVectorIndex(tmp_path / "vectors.db")
+    try:
+        with pytest.raises(ValueError):
+            await index.upsert([item("alice", "nan", [float("nan")] * DIM)])
+    finally:
+        await index.close()

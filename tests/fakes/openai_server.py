@@ -62,8 +62,21 @@ EMBEDDING_DIMENSIONS = {
 }
 CHAT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini")
 _UNSUPPORTED = frozenset(
-    "default minLength maxLength patternProperties unevaluatedProperties propertyNames minProperties "
-    "maxProperties unevaluatedItems contains minContains maxContains uniqueItems".split()
+    [
+        "default",
+        "minLength",
+        "maxLength",
+        "patternProperties",
+        "unevaluatedProperties",
+        "propertyNames",
+        "minProperties",
+        "maxProperties",
+        "unevaluatedItems",
+        "contains",
+        "minContains",
+        "maxContains",
+        "uniqueItems",
+    ]
 )
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -153,9 +166,8 @@ def validate(
         raise SchemaError(f"{where}: {instance!r} is not one of the enum")
     if "const" in schema and instance != schema["const"]:
         raise SchemaError(f"{where}: expected {schema['const']!r}")
-    if schema.get("format") == "date-time":
-        if not _ISO_RE.fullmatch(instance):
-            raise SchemaError(f"{where}: {instance!r} is not a date-time with an offset")
+    if schema.get("format") == "date-time" and not _ISO_RE.fullmatch(instance):
+        raise SchemaError(f"{where}: {instance!r} is not a date-time with an offset")
     if isinstance(instance, dict):
         props = schema.get("properties", {})
         for name in schema.get("required", []):

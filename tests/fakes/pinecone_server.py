@@ -47,6 +47,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "matches",
+    "open_pinecone_index",
     "pinecone_fake",
     "pinecone_index",
 ]
@@ -508,9 +509,18 @@ def pinecone_fake() -> Iterator[FakePinecone]:
         yield fake
 
 
+def open_pinecone_index(
+    fake: FakePinecone, *, namespace: str = "", timeout: float = 5.0, tries: int = 3, backoff: float = 0.01
+) -> PineconeVectorIndex:
+    """A ``PineconeVectorIndex`` on ``fake`` (each call a new client of the same index), fast backoff."""
+    return PineconeVectorIndex(
+        fake.api_key, fake.url, namespace=namespace, timeout=timeout, tries=tries, backoff=backoff
+    )
+
+
 @pytest.fixture
 async def pinecone_index(pinecone_fake: FakePinecone) -> AsyncIterator[PineconeVectorIndex]:
     """A ``PineconeVectorIndex`` on a fresh fake, with fast retries, closed after the test."""
-    index = PineconeVectorIndex(PINECONE_KEY, pinecone_fake.url, timeout=2.0, backoff=0.01)
+    index = open_pinecone_index(pinecone_fake)
     yield index
     await index.close()

@@ -1,0 +1,487 @@
+"""The ``omi_webhooks`` plugin: Omi catalogue entries with an external integration, called.
+
+For each catalogue entry (``context.extras["catalogue"].omi_entries()``) with the
+``external_integration`` capability:
+
+- ``triggers_on: memory_creation``: after a kept memory is stored, ``POST
+  {webhook_url}?uid=<uid>`` with the Memory JSON, for users who enabled the entry. The
+  first attempt runs inline, bounded by the read timeout; a failure goes to the durable
+  retry queue (:mod:`.state`), retried on :data:`SCHEDULE` by a background task.
+- ``triggers_on: transcript_processed``: after each final transcript result, ``POST
+  {webhook_url}?uid=<uid>`` with ``{"session_id", "segments"}``, fire-and-forget, once.
+
+Every attempt is signed (:mod:`.signing`), logged (:func:`.state.read_deliveries`) and
+passes a per-target circuit breaker (:mod:`.breaker`). A ``200`` reply ``{"message": ...}``
+longer than 5 characters becomes a Message from that entry; a ``410`` disables the entry
+for that user. URLs resolving to private addresses are refused unless
+``OMI_WEBHOOK_ALLOW_PRIVATE`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+
+from app.core.models import Memory, Message, TranscriptSegment
+from app.core.netguard import check_public_url
+from app.plugins import PluginContext, PluginInfo, TranscriptSession, hookimpl
+from builtin_plugins.omi_webhooks.breaker import CircuitBreaker
+from builtin_plugins.omi_webhooks.signing import signed_headers, webhook_secret
+from builtin_plugins.omi_webhooks.state import (
+    QUEUE_KEY,
+    DeliveryRecord,
+    Event,
+    QueuedDelivery,
+    append_delivery,
+    disable_for_user,
+)
+
+__all__ = ["SCHEDULE", "OmiWebhooks", "Target", "webhook_targets"]
+
+log = logging.getLogger("omi_backend.plugins.omi_webhooks")
+
+SCHEDULE: tuple[float, ...] = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
+"""Seconds before each attempt of a memory-created delivery, counted from the previous failure."""
+
+_MESSAGE_MIN_CHARS = 6  # a reply message "of more than 5 characters" (as the Omi backend)
+
+
+class Target(msgspec.Struct, frozen=True):
+    """A catalogue entry to call: its id and webhook URL."""
+
+    plugin_id: str
+    webhook_url: str
+
+
+class _Outcome(msgspec.Struct, kw_only=True):
+    status: int | None = None
+    error: str | None = None
+    reply: str | None = None  # the reply's "message", if it had one
+    target_failed: bool = False  # counts against the breaker
+
+
+def _as_dict(entry: object) -> dict[str, Any]:
+    if isinstance(entry, dict):
+        return entry
+    if isinstance(entry, msgspec.Struct):
+        value = msgspec.to_builtins(entry)
+        return value if isinstance(value, dict) else {}
+    return {}
+
+
+async def webhook_targets(catalogue: Any, trigger: str) -> list[Target]:
+    """The catalogue entries to call on ``trigger`` (``memory_creation`` or ``transcript_processed``).
+
+    ``catalogue.omi_entries()`` may be plain or async and return Omi-format dicts or structs.
+    """
+    if catalogue is None:
+        return []
+    entries = catalogue.omi_entries()
+    if inspect.isawaitable(entries):
+        entries = await entries
+    targets: list[Target] = []
+    for raw in entries or ():
+        entry = _as_dict(raw)
+        integration = entry.get("external_integration") or {}
+        if (
+            not entry.get("deleted")
+            and "external_integration" in (entry.get("capabilities") or ())
+            and isinstance(integration, dict)
+            and integration.get("triggers_on") == trigger
+            and isinstance(integration.get("webhook_url"), str)
+            and integration["webhook_url"]
+            and isinstance(entry.get("id"), str)
+        ):
+            targets.append(Target(entry["id"], integration["webhook_url"]))
+    return targets
+
+
+def with_uid(url: str, uid: str) -> str:
+    """``url?uid=<uid>``, or ``url&uid=<uid>`` when it already has a query (as the Omi backend)."""
+    return f"{url}{'&' if '?' in url else '?'}uid={uid}"
+
+
+def _target_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{(parts.hostname or '').lower()}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def _reply_message(response: httpx.Response) -> str | None:
+    if response.status_code != 200:
+        return None
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    message = data.get("message") if isinstance(data, dict) else None
+    return message if isinstance(message, str) and len(message) >= _MESSAGE_MIN_CHARS else None
+
+
+class OmiWebhooks:
+    """The plugin object; the server makes one per app (entry point ``omi_webhooks``).
+
+    Everything defaults to what the context gives at start-up; tests set the attributes
+    before the app starts.
+
+    Attributes:
+        clock: Unix seconds now; drives the retry schedule and the breaker.
+        catalogue: Overrides ``context.extras["catalogue"]``.
+        is_enabled: Overrides ``context.is_enabled``.
+        connect_timeout: Overrides ``OMI_WEBHOOK_CONNECT_TIMEOUT`` (seconds).
+        read_timeout: Overrides ``OMI_WEBHOOK_READ_TIMEOUT`` (seconds).
+        poll_interval: Most seconds the retry task sleeps between two looks at the queue.
+        max_transcript_tasks: Transcript deliveries in flight at once; more are dropped.
+        breaker: The per-target circuit breaker.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        breaker_threshold: int = 5,
+        breaker_cooldown: float = 60.0,
+        poll_interval: float = 30.0,
+        max_transcript_tasks: int = 64,
+        max_parallel_retries: int = 8,
+    ) -> None:
+        self.clock = clock
+        self.catalogue: Any = None
+        self.is_enabled: Callable[[str, str], Awaitable[bool]] | None = None
+        self.connect_timeout: float | None = None
+        self.read_timeout: float | None = None
+        self.poll_interval = poll_interval
+        self.max_transcript_tasks = max_transcript_tasks
+        self.breaker = CircuitBreaker(lambda: self.clock(), threshold=breaker_threshold, cooldown=breaker_cooldown)
+        self._parallel = asyncio.Semaphore(max_parallel_retries)
+        self._context: PluginContext | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._pass_lock = asyncio.Lock()
+        self._inflight: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._transcripts: set[asyncio.Task[Any]] = set()
+        self._inline_budget = 15.0
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    @hookimpl
+    def plugin_info(self) -> PluginInfo:
+        return PluginInfo(
+            name="Omi webhooks",
+            author="omi-backend",
+            description="Calls the plugin servers of Omi catalogue entries with an external integration.",
+            capabilities=("external_integration",),
+            always_on=True,  # it checks, per catalogue entry, whether the user enabled that entry
+        )
+
+    @hookimpl
+    async def on_startup(self, context: PluginContext) -> None:
+        self._context = context
+        settings = context.settings
+        if self.catalogue is None:
+            self.catalogue = context.extras.get("catalogue")
+        if self.is_enabled is None:
+            self.is_enabled = context.is_enabled
+        connect = self.connect_timeout or settings.webhook_connect_timeout
+        read = self.read_timeout or settings.webhook_read_timeout
+        # Within the host's own timeout, so the host never cancels a slow inline attempt.
+        self._inline_budget = min(read, 0.8 * settings.plugin_timeout)
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(read, connect=connect), follow_redirects=False)
+        self._worker = asyncio.create_task(self._retry_loop(), name="omi_webhooks retries")
+
+    @hookimpl
+    async def on_shutdown(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        pending = self._tasks | self._transcripts
+        for task in pending:  # queued deliveries stay in the queue for the next start
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @hookimpl
+    async def on_memory_created(self, uid: str, memory: Memory) -> list[Message] | None:
+        if memory.discarded or self._context is None:
+            return None
+        targets = [t for t in await webhook_targets(self.catalogue, "memory_creation") if await self._on(t, uid)]
+        if not targets:
+            return None
+        body = msgspec.json.encode(memory).decode()
+        tasks: list[asyncio.Task[Message | None]] = []
+        for target in targets:
+            webhook_id, delivery = await self._enqueue(target, uid, body, memory.id)
+            tasks.append(self._spawn(self._attempt(webhook_id, delivery)))
+        done: set[asyncio.Task[Message | None]] = set()
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=self._inline_budget)
+        finally:  # answers that come later (or after a cancellation) are stored when they come
+            for task in tasks:
+                if task not in done:
+                    task.add_done_callback(lambda t, uid=uid: self._store_late(uid, t))
+        return [m for task in done if (m := task.result()) is not None] or None
+
+    @hookimpl
+    async def on_transcript(self, session: TranscriptSession, segments: list[TranscriptSegment]) -> None:
+        if self._context is None:
+            return
+        targets = await webhook_targets(self.catalogue, "transcript_processed")
+        targets = [t for t in targets if await self._on(t, session.uid)]
+        if not targets:
+            return
+        body = msgspec.json.encode({"session_id": session.id, "segments": segments}).decode()
+        for target in targets:
+            if len(self._transcripts) >= self.max_transcript_tasks:
+                log.warning("too many transcript webhooks in flight; dropped one for %s", target.plugin_id)
+                continue
+            task = asyncio.create_task(self._transcript(target, session.uid, body))
+            self._transcripts.add(task)
+            task.add_done_callback(self._transcripts.discard)
+
+    # -- the retry queue ---------------------------------------------------------------------
+
+    async def process_due(self) -> float | None:
+        """Attempt every queued delivery that is due; when the next one is due (or ``None``).
+
+        The background task calls it; tests call it after moving their clock. Passes are
+        serialised, so when it returns every delivery due at its start has been attempted.
+        """
+        kv = self._kv()
+        async with self._pass_lock:
+            now = self.clock()
+            due: list[tuple[str, QueuedDelivery]] = []
+            later: list[float] = []
+            for webhook_id, raw in (await kv.hgetall(QUEUE_KEY)).items():
+                try:
+                    delivery = msgspec.json.decode(raw, type=QueuedDelivery)
+                except msgspec.DecodeError:
+                    log.error("dropping unreadable queued webhook %s", webhook_id)
+                    await kv.hdel(QUEUE_KEY, webhook_id)
+                    continue
+                if webhook_id in self._inflight:
+                    continue
+                if delivery.due_at <= now:
+                    due.append((webhook_id, delivery))
+                else:
+                    later.append(delivery.due_at)
+            if due:
+                await asyncio.gather(*(self._retry(webhook_id, delivery) for webhook_id, delivery in due))
+                later.extend(d.due_at for d in await self._queued() if d.due_at > now)
+            return min(later, default=None)
+
+    async def _retry(self, webhook_id: str, delivery: QueuedDelivery) -> None:
+        async with self._parallel:
+            if not await self._enabled(delivery.plugin_id, delivery.uid):
+                log.info("dropping webhook %s: %s is disabled for the user", webhook_id, delivery.plugin_id)
+                await self._kv().hdel(QUEUE_KEY, webhook_id)
+                return
+            message = await self._attempt(webhook_id, delivery)
+            if message is not None:
+                await self._store_message(delivery.uid, message)
+
+    async def _retry_loop(self) -> None:
+        while True:
+            try:
+                next_due = await self.process_due()
+            except Exception:
+                log.exception("webhook retry pass failed")
+                next_due = None
+            delay = self.poll_interval if next_due is None else next_due - self.clock()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(max(delay, 0.05), self.poll_interval))
+            self._wake.clear()
+
+    async def _queued(self) -> list[QueuedDelivery]:
+        raw = await self._kv().hgetall(QUEUE_KEY)
+        return [msgspec.json.decode(value, type=QueuedDelivery) for value in raw.values()]
+
+    async def _enqueue(
+        self, target: Target, uid: str, body: str, memory_id: str
+    ) -> tuple[str, QueuedDelivery]:
+        webhook_id = f"msg_{uuid.uuid4().hex}"
+        delivery = QueuedDelivery(
+            plugin_id=target.plugin_id,
+            uid=uid,
+            url=with_uid(target.webhook_url, uid),
+            body=body,
+            due_at=self.clock(),
+            memory_id=memory_id,
+        )
+        await self._kv().hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
+        return webhook_id, delivery
+
+    # -- attempts ----------------------------------------------------------------------------
+
+    async def _attempt(self, webhook_id: str, delivery: QueuedDelivery) -> Message | None:
+        """One attempt of a queued delivery; the queue entry is then removed, rescheduled or kept."""
+        if webhook_id in self._inflight:
+            return None
+        self._inflight.add(webhook_id)
+        kv = self._kv()
+        try:
+            target = _target_of(delivery.url)
+            if not self.breaker.allow(target):
+                delivery.due_at = self.breaker.retry_at(target)
+                await kv.hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
+                return None
+            delivery.attempt += 1
+            outcome = await self._post(delivery.plugin_id, delivery.uid, webhook_id, delivery.url,
+                                       delivery.body, delivery.attempt, "memory_created")
+            if outcome.status is not None and (200 <= outcome.status < 300 or outcome.status == 410):
+                await kv.hdel(QUEUE_KEY, webhook_id)
+            elif outcome.error is not None and outcome.error.startswith("refused:"):
+                await kv.hdel(QUEUE_KEY, webhook_id)
+            elif delivery.attempt >= len(SCHEDULE):
+                log.warning("webhook %s to %s: giving up after %d attempts (%s)", webhook_id,
+                            delivery.plugin_id, delivery.attempt, outcome.error or outcome.status)
+                await kv.hdel(QUEUE_KEY, webhook_id)
+            else:
+                delivery.due_at = self.clock() + SCHEDULE[delivery.attempt]
+                await kv.hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
+                self._wake.set()
+            if outcome.reply is None:
+                return None
+            return self._message(webhook_id, delivery.plugin_id, outcome.reply, delivery.memory_id)
+        finally:
+            self._inflight.discard(webhook_id)
+
+    async def _transcript(self, target: Target, uid: str, body: str) -> None:
+        """One transcript delivery: attempted once, not queued (a live session moves on)."""
+        webhook_id = f"msg_{uuid.uuid4().hex}"
+        url = with_uid(target.webhook_url, uid)
+        try:
+            if not self.breaker.allow(_target_of(url)):
+                log.info("breaker open for %s: transcript webhook dropped", _target_of(url))
+                return
+            outcome = await self._post(target.plugin_id, uid, webhook_id, url, body, 1, "transcript_processed")
+            if outcome.reply is not None:
+                await self._store_message(uid, self._message(webhook_id, target.plugin_id, outcome.reply, None))
+        except Exception:
+            log.exception("transcript webhook to %s failed", target.plugin_id)
+
+    async def _post(
+        self, plugin_id: str, uid: str, webhook_id: str, url: str, body: str, attempt: int, event: Event
+    ) -> _Outcome:
+        """POST one signed attempt; log it, feed the breaker, handle a 410."""
+        context = self._require_context()
+        client = self._client
+        started = self.clock()
+        ticks = time.monotonic()
+        target = _target_of(url)
+        outcome = _Outcome()
+        answered = False
+        try:
+            await check_public_url(url, allow_private=context.settings.webhook_allow_private)
+        except ValueError as exc:
+            outcome.error = f"refused: {exc}"
+            self.breaker.release(target)
+        else:
+            try:
+                if client is None:
+                    raise RuntimeError("the plugin is shut down")
+                secret = await webhook_secret(context.kv, plugin_id)
+                data = body.encode()
+                headers = signed_headers(secret, webhook_id, int(self.clock()), data)
+                response = await client.post(url, content=data, headers=headers)
+                answered = True
+                outcome.status = response.status_code
+                outcome.reply = _reply_message(response)
+                outcome.target_failed = response.status_code >= 500 or response.status_code == 429
+                if not 200 <= response.status_code < 300:
+                    outcome.error = f"HTTP {response.status_code}"
+            except httpx.TimeoutException as exc:
+                outcome.error, outcome.target_failed = f"timeout: {type(exc).__name__}", True
+            except httpx.HTTPError as exc:
+                outcome.error, outcome.target_failed = f"{type(exc).__name__}: {exc}", True
+            except asyncio.CancelledError:
+                self.breaker.release(target)
+                raise
+            if outcome.target_failed:
+                self.breaker.failure(target)
+            elif answered:
+                self.breaker.success(target)
+        record = DeliveryRecord(
+            webhook_id=webhook_id,
+            at=datetime.fromtimestamp(started, UTC),
+            url=url,
+            status=outcome.status,
+            attempt=attempt,
+            error=outcome.error,
+            duration_ms=int((time.monotonic() - ticks) * 1000),
+            event=event,
+        )
+        await append_delivery(context.kv, plugin_id, uid, record)
+        if outcome.error is not None:
+            log.warning("webhook %s (%s, attempt %d) to %s: %s", webhook_id, event, attempt, url, outcome.error)
+        if outcome.status == 410:
+            log.info("%s answered 410 Gone: disabling it for %s", plugin_id, uid)
+            await disable_for_user(context.kv, plugin_id, uid)
+        return outcome
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _message(self, webhook_id: str, plugin_id: str, text: str, memory_id: str | None) -> Message:
+        return Message(
+            id=webhook_id,  # one message per delivery, whichever attempt got it
+            text=text,
+            created_at=datetime.fromtimestamp(self.clock(), UTC),
+            sender="ai",
+            plugin_id=plugin_id,
+            from_external_integration=True,
+            memories_id=[memory_id] if memory_id else [],
+        )
+
+    async def _on(self, target: Target, uid: str) -> bool:
+        return await self._enabled(target.plugin_id, uid)
+
+    async def _enabled(self, plugin_id: str, uid: str) -> bool:
+        check = self.is_enabled
+        if check is None:
+            return False
+        try:
+            return bool(await check(plugin_id, uid))
+        except Exception:
+            log.exception("could not tell whether %s is enabled for %s", plugin_id, uid)
+            return False
+
+    async def _store_message(self, uid: str, message: Message) -> None:
+        try:
+            await self._require_context().store.put_message(uid, message)
+        except Exception:
+            log.exception("could not store the reply of %s", message.plugin_id)
+
+    def _store_late(self, uid: str, task: asyncio.Task[Message | None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        message = task.result()
+        if message is not None:
+            self._spawn(self._store_message(uid, message))
+
+    def _spawn[T](self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _require_context(self) -> PluginContext:
+        if self._context is None:
+            raise RuntimeError("omi_webhooks has not started")
+        return self._context
+
+    def _kv(self) -> Any:
+        return self._require_context().kv

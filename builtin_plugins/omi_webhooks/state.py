@@ -1,0 +1,131 @@
+"""What the webhooks keep in the KeyValue port: the retry queue, the delivery log, disabling.
+
+- ``webhooks:queue``: a hash of webhook id -> :class:`QueuedDelivery` (JSON). A delivery is
+  written there before its first attempt and removed when it succeeds or is given up, so a
+  restart (or a crash mid-attempt) loses none; the body is stored so every retry sends the
+  same bytes under the same ``webhook-id``.
+- ``plugins:{id}:deliveries:{uid}``: the delivery log, a capped list of
+  :class:`DeliveryRecord` (JSON), oldest first; :func:`read_deliveries` reads it.
+- ``users:{uid}:enabled_plugins``: the catalogue's JSON list of the plugins a user enabled;
+  :func:`disable_for_user` removes one (a ``410 Gone`` reply).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from app.core.ports import KeyValue
+
+__all__ = [
+    "QUEUE_KEY",
+    "DeliveryRecord",
+    "Event",
+    "QueuedDelivery",
+    "append_delivery",
+    "deliveries_key",
+    "disable_for_user",
+    "enabled_plugins_key",
+    "read_deliveries",
+]
+
+QUEUE_KEY = "webhooks:queue"
+LOG_CAP = 100
+
+Event = Literal["memory_created", "transcript_processed"]
+
+
+class QueuedDelivery(msgspec.Struct, kw_only=True):
+    """A memory-created delivery waiting for its next attempt.
+
+    Attributes:
+        plugin_id: The catalogue entry it is for.
+        uid: The user whose memory it carries.
+        url: The full URL, ``?uid=`` included.
+        body: The JSON body, exactly as every attempt sends it.
+        attempt: How many attempts were made so far.
+        due_at: Unix seconds of the next attempt.
+        memory_id: The memory, for the ``memories_id`` of a reply's message.
+    """
+
+    plugin_id: str
+    uid: str
+    url: str
+    body: str
+    attempt: int = 0
+    due_at: float
+    memory_id: str | None = None
+
+
+class DeliveryRecord(msgspec.Struct, kw_only=True):
+    """One attempt (or refusal) in the delivery log.
+
+    Attributes:
+        webhook_id: The ``webhook-id`` header (shared by the retries of one delivery).
+        at: When the attempt started.
+        url: Where it went.
+        status: The HTTP status, or ``None`` without an answer (refused, timeout, no connection).
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        error: What went wrong, or ``None``.
+        duration_ms: How long the attempt took.
+        event: ``memory_created`` or ``transcript_processed``.
+    """
+
+    webhook_id: str
+    at: datetime
+    url: str
+    status: int | None
+    attempt: int
+    error: str | None = None
+    duration_ms: int = 0
+    event: Event = "memory_created"
+
+
+def deliveries_key(plugin_id: str, uid: str) -> str:
+    """The KeyValue key of the delivery log of one plugin and user."""
+    return f"plugins:{plugin_id}:deliveries:{uid}"
+
+
+def enabled_plugins_key(uid: str) -> str:
+    """The KeyValue key of a user's enabled plugins (a JSON list of ids)."""
+    return f"users:{uid}:enabled_plugins"
+
+
+async def append_delivery(kv: KeyValue, plugin_id: str, uid: str, record: DeliveryRecord) -> None:
+    """Add ``record`` to the log, keeping about the last :data:`LOG_CAP` records."""
+    key = deliveries_key(plugin_id, uid)
+    length = await kv.append(key, msgspec.json.encode(record).decode())
+    if length > 2 * LOG_CAP:  # compact now and then rather than on every append
+        kept = await kv.items(key, -LOG_CAP, -1)
+        await kv.delete(key)
+        await kv.append(key, *kept)
+
+
+async def read_deliveries(kv: KeyValue, plugin_id: str, uid: str, limit: int = 50) -> list[DeliveryRecord]:
+    """The last ``limit`` log records of one plugin and user, newest first."""
+    if limit <= 0:
+        return []
+    raw = await kv.items(deliveries_key(plugin_id, uid), -limit, -1)
+    return [msgspec.json.decode(item, type=DeliveryRecord) for item in reversed(raw)]
+
+
+async def disable_for_user(kv: KeyValue, plugin_id: str, uid: str) -> bool:
+    """Remove ``plugin_id`` from the user's enabled plugins; whether it was there.
+
+    It edits the catalogue's stored state directly (read, filter, write), as a ``POST
+    /v1/plugins/disable`` by the user would leave it.
+    """
+    key = enabled_plugins_key(uid)
+    raw = await kv.get(key)
+    if raw is None:
+        return False
+    try:
+        enabled = msgspec.json.decode(raw, type=list[str])
+    except msgspec.DecodeError:
+        return False
+    if plugin_id not in enabled:
+        return False
+    await kv.set(key, msgspec.json.encode([p for p in enabled if p != plugin_id]).decode())
+    return True
