@@ -5,10 +5,11 @@ BIN := $(VENV)/bin
 
 .PHONY: install run test lint bench
 
-$(BIN)/omi-backend: pyproject.toml
+$(BIN)/omi-backend: pyproject.toml examples/hello_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e examples/hello_plugin
 	touch $@
 
 install: $(BIN)/omi-backend
@@ -24,6 +25,7 @@ lint: install
 test: install lint
 	scripts/ensure-redis
 	$(BIN)/pytest
+	$(BIN)/pytest examples/hello_plugin
 
 bench: install
 	$(BIN)/python bench/run_all.py

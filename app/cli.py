@@ -1,4 +1,4 @@
-"""The ``omi-backend`` console script: ``serve`` and ``users create|revoke``.
+"""The ``omi-backend`` console script: ``serve``, ``users create|revoke``, ``keys create|revoke``.
 
 Secrets go to stdout alone (so ``TOKEN=$(omi-backend users create alice)`` works);
 everything else goes to stderr.
@@ -43,6 +43,41 @@ def _parser() -> argparse.ArgumentParser:
     which = revoke.add_mutually_exclusive_group(required=True)
     which.add_argument("--token", help="the token to revoke")
     which.add_argument("--all", action="store_true", help="revoke every token of the user")
+
+    keys = commands.add_parser(
+        "keys",
+        help="manage integration keys (workflow, screenpipe)",
+        description="Manage the per-user keys of the workflow and screenpipe integrations.",
+    )
+    key_commands = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    key_create = key_commands.add_parser(
+        "create",
+        help="print a new integration key for a user",
+        description="Print a new integration key for UID (shown once, stored hashed).",
+    )
+    key_create.add_argument("uid", help="the user id (letters, digits and _ . @ : -)")
+    key_revoke = key_commands.add_parser(
+        "revoke",
+        help="revoke a user's integration key (or all of them)",
+        description="Revoke one integration key of UID, or every key of UID with --all.",
+    )
+    key_revoke.add_argument("uid")
+    which_key = key_revoke.add_mutually_exclusive_group(required=True)
+    which_key.add_argument("--key", help="the key to revoke")
+    which_key.add_argument("--all", action="store_true", help="revoke every integration key of the user")
+
+    plugins = commands.add_parser("plugins", help="inspect plugins", description="Inspect the plugins.")
+    plugin_commands = plugins.add_subparsers(dest="action", required=True, metavar="ACTION")
+    plugins_list = plugin_commands.add_parser(
+        "list",
+        help="show each plugin, its version, hooks and status",
+        description=(
+            "Load the plugins as the server does and show each one: its version (of the package "
+            "that declares its entry point), its hooks, and its status: loaded, failed (and why) "
+            "or blocked (OMI_PLUGINS_BLOCKED)."
+        ),
+    )
+    plugins_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -58,6 +93,23 @@ async def _users(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         revoked = await tokens.revoke(args.uid, None if args.all else args.token)
         print(f"revoked {revoked} token(s) of {args.uid}", file=sys.stderr)
+        return 0 if revoked else 1
+    finally:
+        await kv.close()
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from app.main import build_key_value
+    from integrations.common import integration_keys
+
+    kv = build_key_value(settings)
+    try:
+        keys = integration_keys(kv)
+        if args.action == "create":
+            print(await keys.create(args.uid))
+            return 0
+        revoked = await keys.revoke(args.uid, None if args.all else args.key)
+        print(f"revoked {revoked} integration key(s) of {args.uid}", file=sys.stderr)
         return 0 if revoked else 1
     finally:
         await kv.close()
@@ -81,6 +133,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _plugins(settings: Settings, args: argparse.Namespace) -> int:
+    import msgspec
+
+    from app.plugins.inventory import format_rows, inventory
+
+    rows = inventory(blocked=settings.blocked_plugins)
+    print(msgspec.json.encode(rows).decode() if args.json else format_rows(rows))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -92,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(settings, args)
+        if args.command == "plugins":
+            return _plugins(settings, args)
+        if args.command == "keys":
+            return asyncio.run(_keys(settings, args))
         return asyncio.run(_users(settings, args))
     except ValueError as exc:
         print(f"omi-backend: {exc}", file=sys.stderr)

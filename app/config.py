@@ -50,6 +50,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     webhook_connect_timeout: float = 2.0
     webhook_read_timeout: float = 15.0
     integrations_api_key: str | None = None
+    plugins_catalogue: str | None = None
+    plugins_blocked: str = ""
+
+    @property
+    def blocked_plugins(self) -> frozenset[str]:
+        """The plugin names never to load (``OMI_PLUGINS_BLOCKED``, comma-separated)."""
+        return frozenset(name.strip() for name in self.plugins_blocked.split(",") if name.strip())
 
     @property
     def key_value(self) -> Literal["sqlite", "redis"]:
@@ -71,7 +78,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             if value is not None and value != "":
                 raw[field] = value
         try:
-            return msgspec.convert(raw, cls, strict=False)
+            return msgspec.convert(raw, cls, strict=False, dec_hook=_decode)
         except msgspec.ValidationError as exc:
             raise SettingsError(_explain(str(exc))) from exc
 
@@ -96,7 +103,16 @@ _ENV_NAMES: dict[str, str] = {
     "webhook_connect_timeout": "OMI_WEBHOOK_CONNECT_TIMEOUT",
     "webhook_read_timeout": "OMI_WEBHOOK_READ_TIMEOUT",
     "integrations_api_key": "OMI_INTEGRATIONS_API_KEY",
+    "plugins_catalogue": "OMI_PLUGINS_CATALOGUE",
+    "plugins_blocked": "OMI_PLUGINS_BLOCKED",
 }
+
+
+def _decode(kind: type, value: object) -> object:
+    """Types msgspec does not convert from a string by itself (``Path``)."""
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"no conversion to {kind}")
 
 
 def _explain(message: str) -> str:

@@ -17,15 +17,17 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVI
 from app.api.auth import Authenticator, provide_uid
 from app.api.memories import MemoriesController
 from app.api.messages import MessagesController
+from app.api.plugins import PluginsController
 from app.config import Settings
 from app.core.errors import BackendUnavailable
 from app.core.pipeline import MemoryPipeline
 from app.core.ports import KeyValue
 from app.core.services import Services
 from app.core.tokens import TokenService
+from app.plugins.catalogue import Catalogue
 from app.plugins.context import PluginContext
 from app.plugins.host import PluginHost
-from app.plugins.manager import build_plugin_manager
+from app.plugins.manager import PluginLoad, build_plugin_manager
 
 __all__ = ["build_key_value", "build_services", "create_app"]
 
@@ -70,11 +72,6 @@ def _firebase(settings: Settings) -> Any:
     return FirebaseVerifier(settings.firebase_project_id)
 
 
-async def _everyone(plugin_id: str, uid: str) -> bool:
-    """Until the plugin catalogue keeps per-user state, every plugin runs for everyone."""
-    return True
-
-
 @get("/health", tags=["health"])
 async def health() -> dict[str, str]:
     """Liveness for load balancers (no credentials needed, no data returned)."""
@@ -101,18 +98,23 @@ def _unavailable(request: Request[Any, Any, Any], exc: BackendUnavailable) -> Re
     )
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None, services: Services | None = None, plugins: PluginLoad | None = None
+) -> Litestar:
     """The Litestar application for ``settings`` (read from the environment when omitted).
 
     ``services`` lets a caller (tests, benchmarks) supply its own adapters; they are closed
-    with the app either way.
+    with the app either way. ``plugins`` replaces the installed plugins (tests).
     """
     settings = settings or Settings.from_env()
     chosen = services or build_services(settings)
-    plugins = build_plugin_manager()
+    plugins = plugins or build_plugin_manager(blocked=settings.blocked_plugins)
     for name, error in plugins.failures:
         log.error("plugin %s failed to load: %s", name, error)
-    host = PluginHost(plugins.pm, timeout=settings.plugin_timeout)
+    # The catalogue asks the host for the installed plugins' entries, the host asks the
+    # catalogue who enabled what: the lambda reads ``host`` once it exists.
+    catalogue = Catalogue(chosen.kv, installed=lambda: host.plugin_infos(), source=settings.plugins_catalogue)
+    host = PluginHost(plugins.pm, timeout=settings.plugin_timeout, is_enabled=catalogue.is_enabled)
     for failure in plugins.failures:
         host.record_failure(failure.name, "load", failure.error)
     pipeline = MemoryPipeline(chosen, host)
@@ -127,8 +129,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         blobs=chosen.blobs,
         llm=chosen.llm,
         create_memory=pipeline.create,
-        is_enabled=_everyone,
-        extras={},
+        is_enabled=catalogue.is_enabled,
+        extras={"catalogue": catalogue},
     )
 
     @asynccontextmanager
@@ -137,6 +139,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         fixed = await pipeline.reindex_pending()
         if fixed:
             log.info("re-indexed %d memories left pending", fixed)
+        await catalogue.load()
         await host.on_startup(context)
         try:
             yield
@@ -146,14 +149,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             await chosen.close()
 
     return Litestar(
-        route_handlers=[health, MemoriesController, MessagesController, *host.routes()],
+        route_handlers=[health, MemoriesController, MessagesController, PluginsController, *host.routes()],
         dependencies={
             "uid": Provide(provide_uid),
             "services": Provide(lambda: chosen, use_cache=True, sync_to_thread=False),
             "pipeline": Provide(lambda: pipeline, use_cache=True, sync_to_thread=False),
+            "catalogue": Provide(lambda: catalogue, use_cache=True, sync_to_thread=False),
         },
         state=State(
-            {"settings": settings, "authenticator": authenticator, "plugins": host, "plugin_load": plugins}
+            {
+                "settings": settings,
+                "authenticator": authenticator,
+                "plugins": host,
+                "plugin_load": plugins,
+                "catalogue": catalogue,
+            }
         ),
         lifespan=[lifespan],
         exception_handlers={

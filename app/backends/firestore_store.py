@@ -154,6 +154,11 @@ class FirestoreMemoryStore:
             raise ValueError(f"invalid Firestore id: {uid!r}/{doc_id!r}")
         return self._db.collection("users", uid, kind).document(doc_id)
 
+    async def _read(self, ref: AsyncDocumentReference) -> DocumentSnapshot:
+        # Not ``ref.get()``: it returns before its stream ends, leaving a gRPC call open.
+        snapshots = [s async for s in self._db.get_all([ref], **self._opts)]
+        return snapshots[0]
+
     async def _chunks(self, ref: AsyncDocumentReference, data: dict[str, Any]) -> bytes | None:
         refs = [ref.collection(_CHUNKS).document(str(n)) for n in range(data[_CHUNKS])]
         found = {s.id: s.to_dict() async for s in self._db.get_all(refs, **self._opts) if s.exists}
@@ -171,7 +176,7 @@ class FirestoreMemoryStore:
             if data.get(_CHUNKS):
                 packed = await self._chunks(snap.reference, data)
                 if packed is None:  # a newer write landed between the two reads
-                    snap = await snap.reference.get(**self._opts)
+                    snap = await self._read(snap.reference)
                     continue
             return _decode(data, packed)
         raise RuntimeError(f"transcript of {snap.reference.path} kept changing while being read")
@@ -194,7 +199,7 @@ class FirestoreMemoryStore:
         """The memory, deleted or not; ``None`` when ``uid`` has no memory with that id."""
         if not (_valid_id(uid) and _valid_id(memory_id)):
             return None
-        return await self._load(await self._user(uid, "memories", memory_id).get(**self._opts))
+        return await self._load(await self._read(self._user(uid, "memories", memory_id)))
 
     async def get_many(self, uid: str, memory_ids: Sequence[str]) -> builtins.list[Memory]:
         """The memories among ``memory_ids`` that exist and are not deleted, in the given order."""

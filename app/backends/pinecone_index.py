@@ -30,6 +30,7 @@ from pinecone import AsyncIndex, PineconeConfig, RetryConfig
 from pinecone.errors.exceptions import (
     ApiError,
     PineconeConnectionError,
+    PineconeError,
     PineconeTimeoutError,
     RateLimitError,
 )
@@ -185,6 +186,10 @@ class PineconeVectorIndex:
                     asked = min(exc.retry_after, _MAX_RETRY_AFTER)
             except (PineconeTimeoutError, PineconeConnectionError, TimeoutError) as exc:
                 failure = exc
+            except PineconeError as exc:
+                if isinstance(exc, ValueError | TypeError):  # refused by the SDK before sending
+                    raise
+                raise BackendUnavailable(BACKEND, exc) from exc  # e.g. a reply that does not parse
             if attempt == self._tries:
                 break
             logger.warning("pinecone %s failed (try %d of %d): %s", what, attempt, self._tries, failure)

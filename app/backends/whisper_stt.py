@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 FRAME: Final = TARGET_RATE * 30 // 1000  # samples in a 30 ms frame
 MAX_BACKLOG_S: Final = 120.0
+CONTEXT_CHARS: Final = 200  # of the stream's transcript, prompted to the next utterance
 SEND_CHUNK: Final = 32_000  # bytes per send in transcribe_pcm (1 s at 16 kHz)
 _NON_SPEECH = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|[♪♫]+")
 
@@ -244,7 +245,7 @@ class WhisperSpeechToText:
         model = await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
         code = language.lower().replace("_", "-").split("-")[0]
         if code not in model.supported_languages:
-            known = "English only" if not model.is_multilingual else "other languages"
+            known = "English only" if model.supported_languages == ["en"] else "other languages"
             raise ValueError(f"language {language!r} is not supported: the speech model knows {known}")
         return WhisperStream(self, code, decoder, on_segments)
 
@@ -272,11 +273,15 @@ class WhisperSpeechToText:
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         self._model = None
 
-    def recognise(self, audio: npt.NDArray[np.float32], language: str) -> list[_Piece]:
-        """Transcribe one utterance on the calling thread (blocking): its confident segments."""
+    def recognise(self, audio: npt.NDArray[np.float32], language: str, context: str = "") -> list[_Piece]:
+        """Transcribe one utterance on the calling thread (blocking): its confident segments.
+
+        ``context`` is the end of the stream's transcript so far, given to Whisper as its prompt.
+        """
         segments, _info = self._load().transcribe(
             audio,
             language=language,
+            initial_prompt=context or None,
             beam_size=1,
             best_of=1,
             temperature=(0.0, 0.4),
@@ -291,8 +296,12 @@ class WhisperSpeechToText:
                 pieces.append(_Piece(text, segment.start, segment.end))
         return pieces
 
-    def submit(self, audio: npt.NDArray[np.float32], language: str) -> asyncio.Future[list[_Piece]]:
-        return asyncio.get_running_loop().run_in_executor(self._executor, self.recognise, audio, language)
+    def submit(
+        self, audio: npt.NDArray[np.float32], language: str, context: str
+    ) -> asyncio.Future[list[_Piece]]:
+        """:meth:`recognise` on the worker pool."""
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, self.recognise, audio, language, context)
 
     def _load(self) -> WhisperModel:
         with self._load_lock:
@@ -326,6 +335,7 @@ class WhisperStream:
         self._backlog = 0  # queued samples
         self._carry = b""  # an odd byte left over from the last send
         self._last_end = 0.0
+        self._context = ""
         self._finished = False
         self._closed = False
         self._error: BaseException | None = None
@@ -371,8 +381,10 @@ class WhisperStream:
     async def _run(self) -> None:
         try:
             while (utterance := await self._queue.get()) is not None:
-                pieces = await self._engine.submit(to_float32(utterance.samples.tobytes()), self._language)
+                audio = to_float32(utterance.samples.tobytes())
+                pieces = await self._engine.submit(audio, self._language, self._context)
                 self._backlog -= utterance.samples.size
+                self._context = " ".join([self._context, *(p.text for p in pieces)])[-CONTEXT_CHARS:].strip()
                 segments = self._place(utterance, pieces)
                 if segments and not self._closed:
                     await self._on_segments(segments)

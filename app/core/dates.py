@@ -124,11 +124,9 @@ def find_when(sentence: str, started_at: datetime) -> When | None:
     # +02:00 base, "saturday 07:00" came back as 07:00+00:00), so we parse naive local times
     # and attach started_at's tzinfo ourselves.
     base = started_at.replace(tzinfo=None)
-    day_match = (
-        next((m for m in _DAY_RE.finditer(sentence) if _day_ok(m)), None)
-        if _DAY_HINT.search(sentence)
-        else None
-    )
+    hint = _DAY_HINT.search(sentence)  # a day phrase starts at most ~40 characters before it
+    matches = _DAY_RE.finditer(sentence, max(0, hint.start() - 40)) if hint else iter(())
+    day_match = next((m for m in matches if _day_ok(m)), None)
     day = _resolve_day(day_match, base) if day_match else None
     if day_match is not None and day is None:
         return None  # "last Tuesday", "yesterday", an impossible date

@@ -11,12 +11,14 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 __all__ = [
     "FILLER",
     "GENERIC",
     "STOPWORDS",
     "VERBS",
+    "Scores",
     "centrality",
     "content_words",
     "key_phrases",
@@ -75,6 +77,9 @@ GENERIC = _set(
     called two three four five six seven eight nine ten twenty hundred thousand half
     proper real quick short main whole extra other good great long certain quiet late early same
     different important possible several own full empty high low
+    looks seems seem sounds sound thinks think says goes gets makes takes wants needs knows won lost
+    eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen thirty forty fifty
+    sixty seventy eighty ninety percent
     """
 )
 
@@ -181,7 +186,15 @@ def _cut_long(sentence: str) -> list[str]:
     return pieces
 
 
-def centrality(sentences: Sequence[str]) -> list[float]:
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """Per-sentence centrality and, per stem, the number of sentences that hold it."""
+
+    sentences: list[float]
+    frequency: Counter[str]
+
+
+def centrality(sentences: Sequence[str]) -> Scores:
     """How representative each sentence is: how often its content words recur elsewhere.
 
     A sentence scores the summed frequency (across sentences) of its distinct stems, divided
@@ -192,30 +205,33 @@ def centrality(sentences: Sequence[str]) -> list[float]:
     frequency: Counter[str] = Counter()
     for group in stems:
         frequency.update(group)
-    scores = []
-    for group in stems:
-        if len(group) < 3:
-            scores.append(0.0)
-            continue
-        scores.append(sum(frequency[w] for w in group) / math.sqrt(len(group)))
-    return scores
+    scores = [
+        sum(frequency[w] for w in group) / math.sqrt(len(group)) if len(group) >= 3 else 0.0
+        for group in stems
+    ]
+    return Scores(scores, frequency)
 
 
-def key_phrases(sentences: Sequence[str], weights: Sequence[float]) -> list[tuple[str, float]]:
+def key_phrases(sentences: Sequence[str], scores: Scores) -> list[tuple[str, float]]:
     """Candidate title phrases, best first: noun-like runs of content words.
 
     A word scores its frequency in the transcript, doubled when it is capitalised mid-sentence
     (a name). A phrase scores the sum of its words, plus half a point when it has several
     words, plus one when a determiner or preposition leads it ("the login page"), plus the
-    weight of its sentence; at equal scores the earlier phrase wins.
+    centrality of its sentence relative to the best one; at equal scores the earlier wins.
     """
-    frequency = Counter(stem(w) for s in sentences for w in content_words(s, generic=False))
+    top = max(scores.sentences, default=0.0) or 1.0
     seen: dict[str, tuple[str, float]] = {}
-    for index, (sentence, weight) in enumerate(zip(sentences, weights, strict=True)):
+    for index, sentence in enumerate(sentences):
+        weight = scores.sentences[index] / top - index * 1e-3
         for phrase, led in _runs(sentence):
-            score = sum(frequency[stem(w)] * (2.0 if w[0].isupper() and w != "I" else 1.0) for w in phrase)
-            score += 0.5 * (len(phrase) > 1) + 1.0 * led + weight - index * 1e-3
-            key = " ".join(stem(w) for w in phrase)
+            stems = [stem(w) for w in phrase]
+            score = sum(
+                scores.frequency[s] * (2.0 if w[0].isupper() and w != "I" else 1.0)
+                for w, s in zip(phrase, stems, strict=True)
+            )
+            score += 0.5 * (len(phrase) > 1) + 1.0 * led + weight
+            key = " ".join(stems)
             if key not in seen or seen[key][1] < score:
                 seen[key] = (" ".join(phrase), score)
     return sorted(seen.values(), key=lambda item: -item[1])

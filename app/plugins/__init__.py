@@ -6,8 +6,21 @@ in :mod:`app.plugins.hookspecs`; see ``docs/plugins.md``.
 
 from __future__ import annotations
 
+from app.plugins.catalogue import Catalogue
 from app.plugins.context import PluginContext
 from app.plugins.markers import PROJECT, hookimpl
+from app.plugins.models import ExternalIntegration, Plugin, PluginReview
 from app.plugins.types import Capability, PluginInfo, TranscriptSession
 
-__all__ = ["PROJECT", "Capability", "PluginContext", "PluginInfo", "TranscriptSession", "hookimpl"]
+__all__ = [
+    "PROJECT",
+    "Capability",
+    "Catalogue",
+    "ExternalIntegration",
+    "Plugin",
+    "PluginContext",
+    "PluginInfo",
+    "PluginReview",
+    "TranscriptSession",
+    "hookimpl",
+]

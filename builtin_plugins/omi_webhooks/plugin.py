@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,6 +36,7 @@ import msgspec
 
 from app.core.models import Memory, Message, TranscriptSegment
 from app.core.netguard import check_public_url
+from app.core.ports import KeyValue
 from app.plugins import PluginContext, PluginInfo, TranscriptSession, hookimpl
 from builtin_plugins.omi_webhooks.breaker import CircuitBreaker
 from builtin_plugins.omi_webhooks.signing import signed_headers, webhook_secret
@@ -56,6 +58,8 @@ SCHEDULE: tuple[float, ...] = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0
 
 _MESSAGE_MIN_CHARS = 6  # a reply message "of more than 5 characters" (as the Omi backend)
 
+_T = TypeVar("_T")
+
 
 class Target(msgspec.Struct, frozen=True):
     """A catalogue entry to call: its id and webhook URL."""
@@ -69,6 +73,7 @@ class _Outcome(msgspec.Struct, kw_only=True):
     error: str | None = None
     reply: str | None = None  # the reply's "message", if it had one
     target_failed: bool = False  # counts against the breaker
+    final: bool = False  # delivered, gone (410) or refused: never to be retried
 
 
 def _as_dict(entry: object) -> dict[str, Any]:
@@ -113,8 +118,13 @@ def with_uid(url: str, uid: str) -> str:
 
 
 def _target_of(url: str) -> str:
+    """The breaker's key of a URL: ``host:port``."""
     parts = urlsplit(url)
-    return f"{(parts.hostname or '').lower()}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return parts.netloc.lower()
+    return f"{(parts.hostname or '').lower()}:{port}"
 
 
 def _reply_message(response: httpx.Response) -> str | None:
@@ -135,7 +145,8 @@ class OmiWebhooks:
     before the app starts.
 
     Attributes:
-        clock: Unix seconds now; drives the retry schedule and the breaker.
+        clock: Unix seconds now; drives the retry schedule and the breaker (the signature's
+            timestamp, messages and the log use the wall clock).
         catalogue: Overrides ``context.extras["catalogue"]``.
         is_enabled: Overrides ``context.is_enabled``.
         connect_timeout: Overrides ``OMI_WEBHOOK_CONNECT_TIMEOUT`` (seconds).
@@ -162,14 +173,15 @@ class OmiWebhooks:
         self.read_timeout: float | None = None
         self.poll_interval = poll_interval
         self.max_transcript_tasks = max_transcript_tasks
-        self.breaker = CircuitBreaker(lambda: self.clock(), threshold=breaker_threshold, cooldown=breaker_cooldown)
-        self._parallel = asyncio.Semaphore(max_parallel_retries)
+        self.breaker = CircuitBreaker(
+            lambda: self.clock(), threshold=breaker_threshold, cooldown=breaker_cooldown
+        )
+        self._max_parallel = max_parallel_retries
         self._context: PluginContext | None = None
         self._client: httpx.AsyncClient | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._pass_lock = asyncio.Lock()
         self._inflight: set[str] = set()
+        self._secrets: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._transcripts: set[asyncio.Task[Any]] = set()
         self._inline_budget = 15.0
@@ -189,6 +201,9 @@ class OmiWebhooks:
     @hookimpl
     async def on_startup(self, context: PluginContext) -> None:
         self._context = context
+        self._parallel = asyncio.Semaphore(self._max_parallel)
+        self._wake = asyncio.Event()
+        self._pass_lock = asyncio.Lock()
         settings = context.settings
         if self.catalogue is None:
             self.catalogue = context.extras.get("catalogue")
@@ -219,7 +234,8 @@ class OmiWebhooks:
     async def on_memory_created(self, uid: str, memory: Memory) -> list[Message] | None:
         if memory.discarded or self._context is None:
             return None
-        targets = [t for t in await webhook_targets(self.catalogue, "memory_creation") if await self._on(t, uid)]
+        targets = await webhook_targets(self.catalogue, "memory_creation")
+        targets = [t for t in targets if await self._enabled(t.plugin_id, uid)]
         if not targets:
             return None
         body = msgspec.json.encode(memory).decode()
@@ -233,15 +249,15 @@ class OmiWebhooks:
         finally:  # answers that come later (or after a cancellation) are stored when they come
             for task in tasks:
                 if task not in done:
-                    task.add_done_callback(lambda t, uid=uid: self._store_late(uid, t))
-        return [m for task in done if (m := task.result()) is not None] or None
+                    task.add_done_callback(functools.partial(self._store_late, uid))
+        return [m for task in tasks if task in done and (m := task.result()) is not None] or None
 
     @hookimpl
     async def on_transcript(self, session: TranscriptSession, segments: list[TranscriptSegment]) -> None:
         if self._context is None:
             return
         targets = await webhook_targets(self.catalogue, "transcript_processed")
-        targets = [t for t in targets if await self._on(t, session.uid)]
+        targets = [t for t in targets if await self._enabled(t.plugin_id, session.uid)]
         if not targets:
             return
         body = msgspec.json.encode({"session_id": session.id, "segments": segments}).decode()
@@ -276,21 +292,36 @@ class OmiWebhooks:
                 if webhook_id in self._inflight:
                     continue
                 if delivery.due_at <= now:
+                    self._inflight.add(webhook_id)  # claimed: released by _attempt or _retry
                     due.append((webhook_id, delivery))
                 else:
                     later.append(delivery.due_at)
-            if due:
-                await asyncio.gather(*(self._retry(webhook_id, delivery) for webhook_id, delivery in due))
-                later.extend(d.due_at for d in await self._queued() if d.due_at > now)
+            if not due:
+                return min(later, default=None)
+            # The breaker decides for the whole pass before any attempt starts, so a half-open
+            # target gets exactly one probe (the oldest delivery) and the rest wait for it.
+            admitted: list[tuple[str, QueuedDelivery]] = []
+            for webhook_id, delivery in sorted(due, key=lambda item: item[1].due_at):
+                target = _target_of(delivery.url)
+                if self.breaker.allow(target):
+                    admitted.append((webhook_id, delivery))
+                    continue
+                delivery.due_at = self.breaker.retry_at(target)
+                await kv.hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
+                self._inflight.discard(webhook_id)
+            await asyncio.gather(*(self._retry(webhook_id, delivery) for webhook_id, delivery in admitted))
+            later.extend(d.due_at for d in await self._queued() if d.due_at > now)
             return min(later, default=None)
 
     async def _retry(self, webhook_id: str, delivery: QueuedDelivery) -> None:
         async with self._parallel:
             if not await self._enabled(delivery.plugin_id, delivery.uid):
                 log.info("dropping webhook %s: %s is disabled for the user", webhook_id, delivery.plugin_id)
+                self.breaker.release(_target_of(delivery.url))
+                self._inflight.discard(webhook_id)
                 await self._kv().hdel(QUEUE_KEY, webhook_id)
                 return
-            message = await self._attempt(webhook_id, delivery)
+            message = await self._attempt(webhook_id, delivery, admitted=True)
             if message is not None:
                 await self._store_message(delivery.uid, message)
 
@@ -322,33 +353,49 @@ class OmiWebhooks:
             due_at=self.clock(),
             memory_id=memory_id,
         )
+        self._inflight.add(webhook_id)  # claimed for the inline attempt, which releases it
         await self._kv().hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
         return webhook_id, delivery
 
     # -- attempts ----------------------------------------------------------------------------
 
-    async def _attempt(self, webhook_id: str, delivery: QueuedDelivery) -> Message | None:
-        """One attempt of a queued delivery; the queue entry is then removed, rescheduled or kept."""
-        if webhook_id in self._inflight:
-            return None
-        self._inflight.add(webhook_id)
+    async def _attempt(
+        self, webhook_id: str, delivery: QueuedDelivery, *, admitted: bool = False
+    ) -> Message | None:
+        """One attempt of a claimed queued delivery; its entry is then removed or rescheduled.
+
+        ``admitted``: the breaker already let it through (else it asks the breaker first).
+
+        Never raises (but for cancellation): a failure to reach the KeyValue leaves the entry
+        as it was, to be attempted again.
+        """
         kv = self._kv()
         try:
             target = _target_of(delivery.url)
-            if not self.breaker.allow(target):
+            if not admitted and not self.breaker.allow(target):
                 delivery.due_at = self.breaker.retry_at(target)
                 await kv.hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
                 return None
             delivery.attempt += 1
-            outcome = await self._post(delivery.plugin_id, delivery.uid, webhook_id, delivery.url,
-                                       delivery.body, delivery.attempt, "memory_created")
-            if outcome.status is not None and (200 <= outcome.status < 300 or outcome.status == 410):
-                await kv.hdel(QUEUE_KEY, webhook_id)
-            elif outcome.error is not None and outcome.error.startswith("refused:"):
+            outcome = await self._post(
+                delivery.plugin_id,
+                delivery.uid,
+                webhook_id,
+                delivery.url,
+                delivery.body,
+                delivery.attempt,
+                "memory_created",
+            )
+            if outcome.final:
                 await kv.hdel(QUEUE_KEY, webhook_id)
             elif delivery.attempt >= len(SCHEDULE):
-                log.warning("webhook %s to %s: giving up after %d attempts (%s)", webhook_id,
-                            delivery.plugin_id, delivery.attempt, outcome.error or outcome.status)
+                log.warning(
+                    "webhook %s to %s: giving up after %d attempts (%s)",
+                    webhook_id,
+                    delivery.plugin_id,
+                    delivery.attempt,
+                    outcome.error or outcome.status,
+                )
                 await kv.hdel(QUEUE_KEY, webhook_id)
             else:
                 delivery.due_at = self.clock() + SCHEDULE[delivery.attempt]
@@ -357,6 +404,9 @@ class OmiWebhooks:
             if outcome.reply is None:
                 return None
             return self._message(webhook_id, delivery.plugin_id, outcome.reply, delivery.memory_id)
+        except Exception:
+            log.exception("webhook %s to %s failed", webhook_id, delivery.plugin_id)
+            return None
         finally:
             self._inflight.discard(webhook_id)
 
@@ -368,9 +418,13 @@ class OmiWebhooks:
             if not self.breaker.allow(_target_of(url)):
                 log.info("breaker open for %s: transcript webhook dropped", _target_of(url))
                 return
-            outcome = await self._post(target.plugin_id, uid, webhook_id, url, body, 1, "transcript_processed")
+            outcome = await self._post(
+                target.plugin_id, uid, webhook_id, url, body, 1, "transcript_processed"
+            )
             if outcome.reply is not None:
-                await self._store_message(uid, self._message(webhook_id, target.plugin_id, outcome.reply, None))
+                await self._store_message(
+                    uid, self._message(webhook_id, target.plugin_id, outcome.reply, None)
+                )
         except Exception:
             log.exception("transcript webhook to %s failed", target.plugin_id)
 
@@ -380,7 +434,7 @@ class OmiWebhooks:
         """POST one signed attempt; log it, feed the breaker, handle a 410."""
         context = self._require_context()
         client = self._client
-        started = self.clock()
+        started = time.time()  # wall time: what the log and the receiver see
         ticks = time.monotonic()
         target = _target_of(url)
         outcome = _Outcome()
@@ -388,20 +442,22 @@ class OmiWebhooks:
         try:
             await check_public_url(url, allow_private=context.settings.webhook_allow_private)
         except ValueError as exc:
-            outcome.error = f"refused: {exc}"
+            outcome.error, outcome.final = f"refused: {exc}", True
             self.breaker.release(target)
         else:
             try:
                 if client is None:
                     raise RuntimeError("the plugin is shut down")
-                secret = await webhook_secret(context.kv, plugin_id)
+                secret = self._secrets.get(plugin_id) or await webhook_secret(context.kv, plugin_id)
+                self._secrets[plugin_id] = secret
                 data = body.encode()
-                headers = signed_headers(secret, webhook_id, int(self.clock()), data)
+                headers = signed_headers(secret, webhook_id, int(started), data)
                 response = await client.post(url, content=data, headers=headers)
                 answered = True
                 outcome.status = response.status_code
                 outcome.reply = _reply_message(response)
                 outcome.target_failed = response.status_code >= 500 or response.status_code == 429
+                outcome.final = 200 <= response.status_code < 300 or response.status_code == 410
                 if not 200 <= response.status_code < 300:
                     outcome.error = f"HTTP {response.status_code}"
             except httpx.TimeoutException as exc:
@@ -427,10 +483,12 @@ class OmiWebhooks:
         )
         await append_delivery(context.kv, plugin_id, uid, record)
         if outcome.error is not None:
-            log.warning("webhook %s (%s, attempt %d) to %s: %s", webhook_id, event, attempt, url, outcome.error)
+            log.warning(
+                "webhook %s (%s, attempt %d) to %s: %s", webhook_id, event, attempt, url, outcome.error
+            )
         if outcome.status == 410:
             log.info("%s answered 410 Gone: disabling it for %s", plugin_id, uid)
-            await disable_for_user(context.kv, plugin_id, uid)
+            await self._disable(plugin_id, uid)
         return outcome
 
     # -- helpers -----------------------------------------------------------------------------
@@ -439,15 +497,12 @@ class OmiWebhooks:
         return Message(
             id=webhook_id,  # one message per delivery, whichever attempt got it
             text=text,
-            created_at=datetime.fromtimestamp(self.clock(), UTC),
+            created_at=datetime.now(UTC),
             sender="ai",
             plugin_id=plugin_id,
             from_external_integration=True,
             memories_id=[memory_id] if memory_id else [],
         )
-
-    async def _on(self, target: Target, uid: str) -> bool:
-        return await self._enabled(target.plugin_id, uid)
 
     async def _enabled(self, plugin_id: str, uid: str) -> bool:
         check = self.is_enabled
@@ -458,6 +513,19 @@ class OmiWebhooks:
         except Exception:
             log.exception("could not tell whether %s is enabled for %s", plugin_id, uid)
             return False
+
+    async def _disable(self, plugin_id: str, uid: str) -> None:
+        """Disable an entry for a user: through the catalogue's ``disable`` when it has one."""
+        try:
+            disable = getattr(self.catalogue, "disable", None)
+            if callable(disable):
+                result = disable(plugin_id, uid)
+                if inspect.isawaitable(result):
+                    await result
+            else:
+                await disable_for_user(self._kv(), plugin_id, uid)
+        except Exception:
+            log.exception("could not disable %s for %s after a 410", plugin_id, uid)
 
     async def _store_message(self, uid: str, message: Message) -> None:
         try:
@@ -472,7 +540,7 @@ class OmiWebhooks:
         if message is not None:
             self._spawn(self._store_message(uid, message))
 
-    def _spawn[T](self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    def _spawn(self, coroutine: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -483,5 +551,5 @@ class OmiWebhooks:
             raise RuntimeError("omi_webhooks has not started")
         return self._context
 
-    def _kv(self) -> Any:
+    def _kv(self) -> KeyValue:
         return self._require_context().kv

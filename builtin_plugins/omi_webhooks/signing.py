@@ -18,7 +18,7 @@ from app.core.ports import KeyValue
 
 __all__ = ["SECRET_PREFIX", "new_secret", "secret_key", "sign", "signed_headers", "webhook_secret"]
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 
 
 def secret_key(plugin_id: str) -> str:

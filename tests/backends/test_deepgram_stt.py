@@ -7,7 +7,11 @@ half second, so the words and times each test expects are known to the milliseco
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import json
+import wave
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -23,13 +27,15 @@ from app.core.errors import BackendUnavailable
 from app.core.models import TranscriptSegment
 from app.core.ports import SegmentsCallback, SpeechToText
 from tests.fakes.deepgram_server import FakeDeepgram
+from tests.wer import wer
 
 RATE = 16_000
-HALF = RATE  # bytes in 0.5 s of 16-bit mono audio at RATE
 pytestmark = pytest.mark.anyio
 
 
 class TickStream:
+    """Words from 0.5 s chunks; a silent chunk or ``batch`` pending words end a result."""
+
     def __init__(self, sample_rate: int, on_segments: SegmentsCallback, batch: int) -> None:
         self.chunk = sample_rate  # 0.5 s of 16-bit samples
         self.on_segments = on_segments
@@ -66,13 +72,10 @@ class TickStream:
 
 
 class TickEngine:
-    """One word per 0.5 s of non-silent audio; silence or ``batch`` words end a result."""
-
-    def __init__(self, batch: int = 3) -> None:
-        self.batch = batch
+    """One word per 0.5 s of non-silent audio (``w50`` and up are spoken by ``SPEAKER_1``)."""
 
     async def open(self, *, language: str, sample_rate: int, on_segments: SegmentsCallback) -> TickStream:
-        return TickStream(sample_rate, on_segments, self.batch)
+        return TickStream(sample_rate, on_segments, batch=3)
 
     async def close(self) -> None:
         pass
@@ -81,10 +84,6 @@ class TickEngine:
 def clip(*levels: int) -> bytes:
     """0.5 s of constant audio per level (0 is silence)."""
     return b"".join(np.full(RATE // 2, level * 256, dtype="<i2").tobytes() for level in levels)
-
-
-def expected_words(*levels: int) -> list[tuple[str, float, float]]:
-    return [(f"w{k}", i * 0.5, i * 0.5 + 0.5) for i, k in enumerate(levels) if k]
 
 
 class Collector:
@@ -108,7 +107,7 @@ class Collector:
 
 def assert_exact(collector: Collector, levels: tuple[int, ...]) -> None:
     """Every word once, in order, and each segment's times those of its first and last word."""
-    expected = expected_words(*levels)
+    expected = [(f"w{k}", i * 0.5, i * 0.5 + 0.5) for i, k in enumerate(levels) if k]
     assert collector.words() == [w for w, _, _ in expected]
     position = 0
     for segment in collector.segments:
@@ -152,7 +151,9 @@ async def send_paced(
 
 
 def test_the_adapter_satisfies_the_port() -> None:
-    assert isinstance(DeepgramSpeechToText("key"), SpeechToText)
+    engine = DeepgramSpeechToText("key")
+    assert isinstance(engine, SpeechToText)
+    assert engine.keepalive_interval == 5.0
 
 
 async def test_options_are_sent_as_the_contract_says(server: FakeDeepgram) -> None:
@@ -229,24 +230,20 @@ async def test_close_stream_delivers_the_rest_then_metadata(server: FakeDeepgram
 
 
 async def test_keepalive_after_silence_keeps_the_connection(server: FakeDeepgram) -> None:
-    server.idle_timeout = 0.3
+    server.idle_timeout = 0.5
     collector = Collector()
     engine, stream = await open_stream(server, collector, keepalive_interval=0.1)
     await stream.send(clip(2))
-    await anyio.sleep(0.8)  # well past the server's idle timeout
+    await anyio.sleep(1.2)  # well past the server's idle timeout
     await stream.send(clip(3))
     await stream.finish()
     await engine.close()
     record = server.connections[0]
     assert len(server.connections) == 1
-    assert record.messages.count("KeepAlive") >= 4
+    assert record.messages.count("KeepAlive") >= 3
     assert record.messages[-1] == "CloseStream"
     assert record.close_code == 1000
     assert collector.words() == ["w2", "w3"]
-
-
-def test_keepalive_defaults_to_five_seconds() -> None:
-    assert DeepgramSpeechToText("key").keepalive_interval == 5.0
 
 
 @pytest.mark.parametrize("paced", [True, False], ids=["mid-stream", "during-finish"])
@@ -257,10 +254,14 @@ async def test_a_dropped_connection_is_resumed_without_gap_or_duplicate(
     audio = clip(*levels)
     collector = Collector()
     engine, stream = await open_stream(server, collector)
-    server.drop_after(5.3)
-    if paced:
-        await send_paced(stream, audio)
+    if paced:  # a result comes back before the drop: the replay starts after it
+        await send_paced(stream, audio[: 6 * RATE])
+        with anyio.fail_after(5):
+            await collector.wait_for(1)
+        server.drop_after(5.3)
+        await send_paced(stream, audio[6 * RATE :])
     else:
+        server.drop_after(5.3)
         await stream.send(audio)
     with anyio.fail_after(10):
         await stream.finish()
@@ -271,7 +272,7 @@ async def test_a_dropped_connection_is_resumed_without_gap_or_duplicate(
     assert not second.dropped
     assert second.messages[-1] == "CloseStream"
     assert first.audio_bytes + second.audio_bytes >= len(audio)
-    if paced:  # results came back before the drop, so only their tail was replayed
+    if paced:  # only the unacknowledged audio was replayed
         assert second.audio_bytes < len(audio)
     assert stream.connections == 2
 
@@ -369,3 +370,56 @@ async def test_fake_answers_finalize_with_results_in_the_documented_shape(
     assert message.metadata.request_id == server.connections[0].request_id
     assert type(rest).__name__ == "ListenV1Metadata"  # everything was final already
     assert server.connections[0].messages == ["Finalize", "CloseStream"]
+
+
+# -- the real embedded recogniser behind the fake: the corpus, end to end ----------------------
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "audio"
+
+
+def corpus_clip(name: str) -> tuple[bytes, str, float]:
+    """The clip's PCM, its reference text and its duration."""
+    reference = json.loads((CORPUS / "corpus.json").read_text())[name]
+    with wave.open(str(CORPUS / reference["file"])) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (RATE, 1, 2)
+        return wav.readframes(wav.getnframes()), reference["text"], reference["duration_s"]
+
+
+@pytest.fixture(scope="module")
+def whisper() -> Iterator[SpeechToText]:
+    whisper_stt = pytest.importorskip("app.backends.whisper_stt")
+    if not CORPUS.is_dir():
+        pytest.skip(f"the speech corpus is not at {CORPUS}")
+    engine = whisper_stt.WhisperSpeechToText()
+    yield engine
+    asyncio.run(engine.close())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "drop"),
+    [("doctor", False), ("travel", False), ("short", False), ("doctor", True), ("grocery", True)],
+    ids=["doctor", "travel", "short", "doctor-dropped", "grocery-dropped"],
+)
+async def test_corpus_through_whisper_behind_the_fake(whisper: SpeechToText, name: str, drop: bool) -> None:
+    audio, reference, duration = corpus_clip(name)
+    collector = Collector()
+    cut = int(len(audio) * 0.6) // 2 * 2 if drop else 0
+    async with FakeDeepgram(whisper) as server:
+        engine, stream = await open_stream(server, collector, finish_timeout=60.0)
+        if drop:  # let a result through first, so the replay starts after acknowledged audio
+            await send_paced(stream, audio[:cut], frame=RATE // 5 * 2, pause=0.02)
+            with anyio.fail_after(30):
+                await collector.wait_for(1)
+            server.drop_after(duration * 0.8)
+        await send_paced(stream, audio[cut:], frame=RATE // 5 * 2, pause=0.02)  # 10x real time
+        await stream.finish()
+        await engine.close()
+    assert [c.dropped for c in server.connections] == ([True, False] if drop else [False])
+    if drop:  # only the unacknowledged audio was replayed
+        assert server.connections[1].audio_bytes < len(audio)
+    transcript = " ".join(s.text for s in collector.segments)
+    assert wer(reference, transcript) <= 0.25, transcript
+    starts = [s.start for s in collector.segments]
+    assert starts == sorted(starts)
+    assert all(s.start <= s.end <= duration + 0.5 for s in collector.segments)

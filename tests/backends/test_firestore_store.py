@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from google.cloud.firestore import AsyncClient, AsyncDocumentReference
+from google.cloud.firestore import AsyncClient, AsyncDocumentReference, DocumentSnapshot
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from app.backends.firestore_store import MAX_CHUNKS, FirestoreMemoryStore
@@ -32,15 +32,17 @@ def raw(firestore_client: AsyncClient) -> AsyncClient:
     return firestore_client
 
 
-def memory(memory_id: str, segments: list[TranscriptSegment] | None = None, **fields: object) -> Memory:
+def memory(
+    memory_id: str, segments: list[TranscriptSegment] | None = None, at: datetime = T0, **fields: Any
+) -> Memory:
     return Memory(
         id=memory_id,
-        created_at=T0,
-        started_at=T0 - timedelta(minutes=5),
-        finished_at=T0,
+        created_at=at,
+        started_at=at - timedelta(minutes=5),
+        finished_at=at,
         structured=Structured(title=memory_id, category="work"),
         transcript_segments=segments or [],
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
 
 
@@ -63,6 +65,12 @@ def doc(raw: AsyncClient, memory_id: str, uid: str = "alice") -> AsyncDocumentRe
     return raw.collection("users", uid, "memories").document(memory_id)
 
 
+async def read(raw: AsyncClient, ref: AsyncDocumentReference) -> DocumentSnapshot:
+    """``ref.get()`` without its flaw: that returns before its gRPC stream ends, and the stream's
+    late end then lands on a closed event loop."""
+    return [s async for s in raw.get_all([ref])][0]
+
+
 async def chunk_ids(raw: AsyncClient, memory_id: str) -> list[str]:
     return sorted(s.id for s in await doc(raw, memory_id).collection("transcript_chunks").get())
 
@@ -70,20 +78,20 @@ async def chunk_ids(raw: AsyncClient, memory_id: str) -> list[str]:
 async def test_documents_lie_where_the_contract_says(firestore_store: FirestoreMemoryStore, raw: AsyncClient) -> None:
     await firestore_store.put("alice", memory("m1"))
     await firestore_store.put_message("alice", Message(id="q1", text="hi", created_at=T0))
-    stored = (await doc(raw, "m1").get()).to_dict()
+    stored = (await read(raw, doc(raw, "m1"))).to_dict()
     assert stored is not None
     assert stored["id"] == "m1" and stored["structured"]["title"] == "m1"
     assert stored["category"] == "work" and stored["structured"]["category"] == "work"
     assert stored["deleted"] is False and stored["discarded"] is False
     assert stored["transcript_segments"] == [] and stored["transcript_chunks"] == 0
-    message = (await raw.collection("users", "alice", "messages").document("q1").get()).to_dict()
+    message = (await read(raw, raw.collection("users", "alice", "messages").document("q1"))).to_dict()
     assert message is not None and message["text"] == "hi"
 
 
 async def test_times_are_firestore_timestamps(firestore_store: FirestoreMemoryStore, raw: AsyncClient) -> None:
     for h in range(3):
-        await firestore_store.put("alice", memory(f"m{h}", created_at=T0 + timedelta(hours=h)))
-    stored = (await doc(raw, "m1").get()).to_dict()
+        await firestore_store.put("alice", memory(f"m{h}", at=T0 + timedelta(hours=h)))
+    stored = (await read(raw, doc(raw, "m1"))).to_dict()
     assert stored is not None
     assert isinstance(stored["created_at"], datetime) and stored["created_at"] == T0 + timedelta(hours=1)
     assert isinstance(stored["started_at"], datetime) and isinstance(stored["finished_at"], datetime)
@@ -95,7 +103,7 @@ async def test_times_are_firestore_timestamps(firestore_store: FirestoreMemorySt
 async def test_small_transcript_is_a_native_array(firestore_store: FirestoreMemoryStore, raw: AsyncClient) -> None:
     segment = TranscriptSegment(text="hello", speaker="SPEAKER_1", start=0.5, end=1.0)
     await firestore_store.put("alice", memory("m1", [segment]))
-    stored = (await doc(raw, "m1").get()).to_dict()
+    stored = (await read(raw, doc(raw, "m1"))).to_dict()
     assert stored is not None and stored["transcript_segments_compressed"] is False
     assert stored["transcript_segments"][0]["text"] == "hello"
 
@@ -105,7 +113,7 @@ async def test_large_compressible_transcript_is_compressed_in_place(
 ) -> None:
     big = memory("m1", repetitive_segments(3))
     await firestore_store.put("alice", big)
-    stored = (await doc(raw, "m1").get()).to_dict()
+    stored = (await read(raw, doc(raw, "m1"))).to_dict()
     assert stored is not None and stored["transcript_segments_compressed"] is True
     assert isinstance(stored["transcript_segments"], bytes) and stored["transcript_chunks"] == 0
     assert await chunk_ids(raw, "m1") == []
@@ -117,7 +125,7 @@ async def test_3mb_transcript_is_chunked_and_read_back_whole(
 ) -> None:
     big = memory("m1", random_segments(3))
     await firestore_store.put("alice", big)
-    stored = (await doc(raw, "m1").get()).to_dict()
+    stored = (await read(raw, doc(raw, "m1"))).to_dict()
     assert stored is not None and stored["transcript_chunks"] == 2
     assert await chunk_ids(raw, "m1") == ["0", "1"]
     assert await firestore_store.get("alice", "m1") == big
@@ -144,7 +152,7 @@ async def test_a_reader_that_catches_a_newer_write_reads_again(
     firestore_store: FirestoreMemoryStore, raw: AsyncClient
 ) -> None:
     await firestore_store.put("alice", memory("m1", random_segments(3, seed=4)))
-    stale = await doc(raw, "m1").get()  # the memory as a reader saw it before the next write
+    stale = await read(raw, doc(raw, "m1"))  # the memory as a reader saw it before the next write
     newer = memory("m1", random_segments(3, seed=5))
     await firestore_store.put("alice", newer)
     assert await firestore_store._load(stale) == newer  # not old fields with new chunks

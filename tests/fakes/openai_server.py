@@ -14,9 +14,9 @@ Wire format as OpenAI documents it (point the SDK at it with ``base_url=f"{fake.
   names, a day after the first ISO datetime in the messages), ``discard`` true under five
   words. Without ``response_format`` the reply is a short text.
 - ``POST /v1/embeddings``: ``encoding_format`` ``float`` (the API's default) or ``base64``
-  (little-endian float32). Vectors are hashed bags of words, unit length; a model's native
-  dimension (``text-embedding-3-small`` 1536, ``-3-large`` 3072, ``ada-002`` 1536) is cut
-  to ``dimensions`` and renormalised, as the real API does for the v3 models.
+  (little-endian float32). Vectors are hashed bags of words, unit length, of the model's
+  dimension (``text-embedding-3-small`` 1536, ``-3-large`` 3072, ``ada-002`` 1536) or of
+  ``dimensions`` (v3 models only, at most the model's own).
 - ``GET /v1/models/{id}``.
 
 It checks ``Authorization: Bearer``, records every request, and fails on demand
@@ -256,16 +256,14 @@ def generate(schema: dict[str, Any], root: dict[str, Any], ctx: _Context, name: 
     return " ".join(_sentences(ctx.text)[:2])
 
 
-def embed_text(text: str, dimension: int, native: int) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """A unit vector: words hashed into ``native`` signed buckets, cut to ``dimension``."""
-    vector = np.zeros(native, dtype=np.float64)
-    for word in re.findall(r"\w+", text.lower()) or [text]:
+def embed_text(text: str, dimension: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """A unit vector: the text's words hashed into ``dimension`` signed buckets."""
+    vector = np.zeros(dimension, dtype=np.float64)
+    for word in re.findall(r"\w+", text.lower()) or [text]:  # no words: the text itself is one
         h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-        vector[h % native] += 1.0 if (h >> 40) & 1 else -1.0
-    vector = vector[:dimension]
-    if not vector.any():  # every word fell beyond the cut: hash the whole text instead
-        h = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-        vector[h % dimension] = 1.0
+        vector[h % dimension] += 1.0 if (h >> 40) & 1 else -1.0
+    if not vector.any():  # the words cancelled out
+        vector[0] = 1.0
     return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
@@ -393,7 +391,7 @@ class FakeOpenAI(FakeHTTPService):
             raise HTTPError(400, "'encoding_format' must be 'float' or 'base64'.")
         data = []
         for i, text in enumerate(texts):
-            vector = embed_text(text, dimension, native)
+            vector = embed_text(text, dimension)
             encoded = (
                 base64.b64encode(vector.astype("<f4").tobytes()).decode()
                 if fmt == "base64"

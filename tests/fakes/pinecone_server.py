@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs
 
 import pytest
@@ -138,7 +138,7 @@ class FakeHTTPService:
             self._server.stop()
             self._server = None
 
-    def __enter__(self) -> FakeHTTPService:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -207,7 +207,8 @@ class BackgroundServer:
 
     def __init__(self, app: Any) -> None:
         self._app = app
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP, or asyncio leaves Nagle on for the accepted connections (40 ms a reply).
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.bind(("127.0.0.1", 0))
         port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
@@ -271,7 +272,7 @@ def _holds(op: str, value: Any, operand: Any) -> bool:
     _check_operand(op, operand)
     values = value if isinstance(value, list) else [value]
     if op == "$exists":
-        return (value is not _MISSING) == operand
+        return (value is not _MISSING) is operand
     if op == "$eq":
         return any(_same(v, operand) for v in values)
     if op == "$ne":
@@ -411,7 +412,8 @@ class FakePinecone(FakeHTTPService):
         return {"upsertedCount": len(checked)}
 
     def _query(self, body: dict[str, Any]) -> Any:
-        top_k, flt = body.get("topK"), body.get("filter")
+        top_k: Any = body.get("topK")
+        flt = body.get("filter")
         if _kind(top_k) != "number" or not 1 <= top_k <= 10_000:
             raise HTTPError(400, "topK must be between 1 and 10000")
         space = self.namespaces.get(_namespace(body.get("namespace")), {})
@@ -448,7 +450,7 @@ class FakePinecone(FakeHTTPService):
             raise HTTPError(400, "ids must be given")
         name = (query.get("namespace") or [""])[0]
         space = self.namespaces.get(_namespace(name), {})
-        vectors = {}
+        vectors: dict[str, dict[str, Any]] = {}
         for vid in ids:
             if (item := space.get(vid)) is not None:
                 vectors[vid] = {"id": vid, "values": item.values}

