@@ -1,20 +1,19 @@
 """The production :class:`~app.core.ports.MemoryStore`: Cloud Firestore through ``AsyncClient``.
 
-Documents live where the Omi backend keeps them, ``users/{uid}/memories/{id}`` and
-``users/{uid}/messages/{id}``, as the contract's JSON fields in Firestore-native values
-(datetimes are timestamps), plus ``category``, a top-level copy of ``structured.category``.
+Documents live at ``users/{uid}/memories/{id}`` and ``users/{uid}/messages/{id}`` as the
+contract's JSON fields in Firestore-native values (datetimes are timestamps), plus ``category``,
+a top-level copy of ``structured.category`` to filter on.
 
-A transcript stays a native array while the document fits in Firestore's 1 MiB; otherwise it is
-zlib of the segments' JSON as bytes (``transcript_segments_compressed``); and if even that does
-not fit, the bytes are split over ``users/{uid}/memories/{id}/transcript_chunks/{n}``. A write
-is one batch that sets the memory and its chunks and deletes every other chunk slot, so it is
-atomic and leaves nothing stale; chunks carry their write's ``transcript_gen``, and a reader that
-caught a newer write between its two reads reads again.
+A transcript stays a native array while the document fits in Firestore's 1 MiB; else it is zlib
+of the segments' JSON as bytes (``transcript_segments_compressed``); else those bytes are split
+over ``users/{uid}/memories/{id}/transcript_chunks/{n}``. A write is one batch that sets the
+memory and its chunks and deletes every other chunk slot: atomic, and nothing stale is left.
+Chunks carry their write's ``transcript_gen``; a reader that caught a newer write reads again.
 
-``list`` needs these composite indexes in production (``docs/firestore-indexes.json``; the
-emulator needs none), each on collection ``memories``, ``__name__`` descending implied:
-(deleted, created_at desc), (deleted, discarded, created_at desc), (deleted, category,
-created_at desc), (deleted, discarded, category, created_at desc).
+``list`` needs four composite indexes on ``memories`` in production (the emulator needs none;
+``docs/firestore-indexes.json`` deploys them, ``__name__`` descending implied): deleted +
+created_at desc; deleted + discarded + created_at desc; deleted + category + created_at desc;
+deleted + discarded + category + created_at desc.
 """
 
 from __future__ import annotations
@@ -41,10 +40,9 @@ __all__ = ["MAX_CHUNKS", "FirestoreMemoryStore"]
 
 DOC_BUDGET = 1_000_000  # bytes of fields per document, under the 1 MiB limit that includes its name
 CHUNK_BYTES = 900_000
-# Chunk slots per memory. A write carries the memory and all its chunks in one commit, which must
-# stay under the emulator's 4 MiB request limit (production allows 10 MiB): ~2.7 MB compressed,
-# a hundred hours of speech. Every write deletes the slots it does not use, so changing this
-# constant must never lower it below a value used before.
+# Chunk slots per memory: one commit holds a memory and all its chunks and must stay under the
+# emulator's 4 MiB request limit (production's is 10 MiB): 2.7 MB compressed, ~100 hours of
+# speech. Writes delete the slots they do not use, so this may grow but never shrink.
 MAX_CHUNKS = 3
 _CHUNKS = "transcript_chunks"
 _GET_ALL_BATCH = 300
@@ -65,11 +63,15 @@ def _size(value: Any) -> int:
     return 1 if value is None or isinstance(value, bool) else 8
 
 
+def _reserved(name: str) -> bool:
+    return not name or (name.startswith("__") and name.endswith("__"))
+
+
 def _storable(value: Any, in_array: bool = False) -> bool:
-    """Whether Firestore takes ``value`` as it is: no empty or ``__x__`` keys, arrays in arrays
-    or integers beyond 64 bits."""
+    """Whether Firestore takes ``value`` as it is: no empty or ``__x__`` keys, no arrays in
+    arrays, no integers beyond 64 bits."""
     if isinstance(value, dict):
-        return all(k and not (k.startswith("__") and k.endswith("__")) and _storable(v) for k, v in value.items())
+        return all(not _reserved(k) and _storable(v) for k, v in value.items())
     if isinstance(value, list):
         return not in_array and all(_storable(v, True) for v in value)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -96,15 +98,14 @@ def _encode(memory: Memory) -> tuple[dict[str, Any], builtins.list[bytes]]:
     for key in ("external_data", "postprocessing"):  # free-form: kept as JSON text if need be
         if data[key] is not None and not _storable(data[key]):
             data[key] = msgspec.json.encode(data[key]).decode()
-    gen = uuid4().hex
-    data |= {"category": memory.structured.category, "transcript_gen": gen, _CHUNKS: 0}
+    data |= {"category": memory.structured.category, "transcript_gen": uuid4().hex, _CHUNKS: 0}
     data["transcript_segments_compressed"] = False
     base = _size(data) + _size("transcript_segments")
     if base > DOC_BUDGET:
         raise ValueError(f"memory {memory.id!r} is too large for a Firestore document without its transcript")
     if base + _size(segments) <= DOC_BUDGET:
         return data | {"transcript_segments": segments}, []
-    packed = zlib.compress(msgspec.json.encode(segments), 6)
+    packed = zlib.compress(msgspec.json.encode(segments))
     data["transcript_segments_compressed"] = True
     if base + len(packed) <= DOC_BUDGET:
         return data | {"transcript_segments": packed}, []
@@ -126,8 +127,7 @@ def _decode(data: dict[str, Any], packed: bytes | None) -> Memory:
 
 def _valid_id(value: str) -> bool:
     """Whether Firestore accepts ``value`` as a document id."""
-    reserved = value.startswith("__") and value.endswith("__")
-    return bool(value) and "/" not in value and value not in (".", "..") and not reserved
+    return not _reserved(value) and "/" not in value and value not in (".", "..") and len(value) <= 1500
 
 
 class FirestoreMemoryStore:
@@ -141,20 +141,24 @@ class FirestoreMemoryStore:
     """
 
     def __init__(
-        self, project: str, database: str = "(default)", client: AsyncClient | None = None, timeout: float = 20.0
+        self,
+        project: str,
+        database: str = "(default)",
+        client: AsyncClient | None = None,
+        timeout: float = 20.0,
     ) -> None:
-        self._owned = client is None
+        self._owned, self._closed = client is None, False
         self._db = client if client is not None else AsyncClient(project=project, database=database)
-        retryable = if_exception_type(gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests)
-        self._opts: dict[str, Any] = {"retry": AsyncRetry(predicate=retryable, timeout=timeout), "timeout": timeout}
-        self._closed = False
+        transient = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests, gexc.Aborted)
+        retry = AsyncRetry(predicate=if_exception_type(*transient), timeout=timeout)
+        self._opts: dict[str, Any] = {"retry": retry, "timeout": timeout}
 
     def _user(self, uid: str, kind: str, doc_id: str) -> AsyncDocumentReference:
         if not (_valid_id(uid) and _valid_id(doc_id)):
             raise ValueError(f"invalid Firestore id: {uid!r}/{doc_id!r}")
         return self._db.collection("users", uid, kind).document(doc_id)
 
-    async def _read(self, ref: AsyncDocumentReference) -> DocumentSnapshot:
+    async def _read(self, ref: AsyncDocumentReference) -> DocumentSnapshot[AsyncDocumentReference]:
         # Not ``ref.get()``: it returns before its stream ends, leaving a gRPC call open.
         snapshots = [s async for s in self._db.get_all([ref], **self._opts)]
         return snapshots[0]
@@ -167,7 +171,7 @@ class FirestoreMemoryStore:
             return None
         return b"".join(p["data"] for p in parts if p is not None)
 
-    async def _load(self, snap: DocumentSnapshot) -> Memory | None:
+    async def _load(self, snap: DocumentSnapshot[AsyncDocumentReference]) -> Memory | None:
         for _ in range(_READ_ATTEMPTS):
             data = snap.to_dict()
             if data is None:
@@ -205,12 +209,12 @@ class FirestoreMemoryStore:
         """The memories among ``memory_ids`` that exist and are not deleted, in the given order."""
         ids = [i for i in dict.fromkeys(memory_ids) if _valid_id(i)] if _valid_id(uid) else []
         refs = [self._user(uid, "memories", i) for i in ids]
-        snaps: dict[str, DocumentSnapshot] = {}
+        snaps: dict[str, DocumentSnapshot[AsyncDocumentReference]] = {}
         for start in range(0, len(refs), _GET_ALL_BATCH):
             batch = refs[start : start + _GET_ALL_BATCH]
             snaps.update({s.id: s async for s in self._db.get_all(batch, **self._opts) if s.exists})
-        wanted = [snaps[i] for i in ids if i in snaps and not snaps[i].get("deleted")]
-        return [m for m in await asyncio.gather(*map(self._load, wanted)) if m is not None and not m.deleted]
+        found = await asyncio.gather(*(self._load(snaps[i]) for i in ids if i in snaps))
+        return [m for m in found if m is not None and not m.deleted]
 
     async def list(self, uid: str, query: MemoryQuery) -> builtins.list[Memory]:
         """A page of ``uid``'s memories that are not deleted, newest ``created_at`` first (ties by id)."""
@@ -244,9 +248,7 @@ class FirestoreMemoryStore:
 
     async def close(self) -> None:
         """Close the client's channel if this store made the client; closing twice is harmless."""
-        if self._closed:
-            return
-        self._closed = True
         api = getattr(self._db, "_firestore_api_internal", None)  # the gRPC client, made on first use
-        if self._owned and api is not None:
+        if self._owned and not self._closed and api is not None:
             await api.transport.close()
+        self._closed = True

@@ -9,9 +9,10 @@ An upload replaces the object in one step: readers see the old bytes or the new 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from google.api_core.exceptions import NotFound
-from google.cloud import storage
+from google.cloud.storage import Blob, Client
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from app.backends.file_blobs import check_blob_path
@@ -24,7 +25,7 @@ class GCSBlobStore:
 
     Args:
         bucket: The bucket's name; it must exist.
-        client: A client to use instead of ``storage.Client()`` (which finds the application
+        client: A client to use instead of ``Client()`` (which finds the application
             default credentials, a blocking look-up done here, once); the caller closes it.
         prefix: A folder inside the bucket for every object, such as ``omi/``.
         timeout: Seconds each HTTP request may take; retries of transient errors (uploads
@@ -32,10 +33,10 @@ class GCSBlobStore:
     """
 
     def __init__(
-        self, bucket: str, client: storage.Client | None = None, prefix: str = "", timeout: float = 30.0
+        self, bucket: str, client: Client | None = None, prefix: str = "", timeout: float = 30.0
     ) -> None:
         self._owned = client is None
-        self._client = client if client is not None else storage.Client()
+        self._client = client if client is not None else Client()
         self._bucket = self._client.bucket(bucket)
         stripped = prefix.strip("/")
         if stripped:
@@ -45,27 +46,25 @@ class GCSBlobStore:
         self._retry = DEFAULT_RETRY.with_timeout(timeout)
         self._closed = False
 
-    def _blob(self, path: str) -> storage.Blob:
+    def _blob(self, path: str) -> Blob:
         segments = check_blob_path(path)
         if "\r" in path or "\n" in path:  # object names may not hold them
             raise ValueError(f"invalid blob path {path!r}")
         return self._bucket.blob(self._prefix + "/".join(segments))
 
-    def _upload(self, blob: storage.Blob, data: bytes, content_type: str) -> None:
+    def _upload(self, blob: Blob, data: bytes, content_type: str) -> None:
         blob.upload_from_string(data, content_type=content_type, timeout=self._timeout, retry=self._retry)
 
-    def _download(self, blob: storage.Blob) -> bytes | None:
+    def _download(self, blob: Blob) -> bytes | None:
         try:
             data: bytes = blob.download_as_bytes(timeout=self._timeout, retry=self._retry)
         except NotFound:
             return None
         return data
 
-    def _delete(self, blob: storage.Blob) -> None:
-        try:
+    def _delete(self, blob: Blob) -> None:
+        with contextlib.suppress(NotFound):
             blob.delete(timeout=self._timeout, retry=self._retry)
-        except NotFound:
-            pass
 
     async def put(self, path: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         """Store ``data`` at ``path`` (replacing it) and return its ``gs://`` URL.

@@ -6,7 +6,7 @@ that directory, so faster-whisper never contacts the Hugging Face hub. It is loa
 the first ``open``, and shared by every stream.
 
 Whisper is not a streaming model: each stream buffers its audio and cuts it into utterances
-at pauses (:class:`UtteranceCutter`), and each utterance is transcribed whole. The cut uses
+at pauses (``app.core.audio.UtteranceCutter``), and each utterance is transcribed whole. The cut uses
 an energy detector on 30 ms frames against an adaptive noise floor rather than Silero VAD:
 it costs microseconds per frame on the event loop, has a fixed, known delay (a 600 ms
 hangover after the last voiced frame; short pauses inside a sentence do not cut), needs none
@@ -18,9 +18,9 @@ ends. Continuous speech is cut at the quietest frame of its last 4 s once it rea
 Recognition runs off the event loop on the engine's pool of ``workers`` threads
 (``cpu_threads`` CTranslate2 threads each). A stream hands the pool one utterance at a time
 and delivers results in order, so the pool's queue holds at most one job per open stream: a
-flood of sessions queues, never spawns threads. A stream whose backlog passes
-:data:`MAX_BACKLOG_S` of audio drops the newest utterances (logged) rather than grow without
-bound.
+flood of sessions queues, never spawns threads. Past :data:`MAX_BACKLOG_S` of queued audio a
+stream drops new utterances (logged) rather than grow without bound. Each utterance is
+prompted with the end of its stream's transcript so far (names and spellings carry over).
 
 Whisper does not diarise: every segment is ``SPEAKER_0``. Segments that are only non-speech
 annotations ("[BLANK_AUDIO]", "(music)") or that Whisper itself doubts (low average
@@ -34,7 +34,6 @@ import importlib.util
 import logging
 import re
 import threading
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,18 +43,24 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 import numpy.typing as npt
 
-from app.core.audio import TARGET_RATE, PcmDecoder, to_float32
+from app.core.audio import TARGET_RATE, PcmDecoder, Utterance, UtteranceCutter, to_float32
 from app.core.models import TranscriptSegment
 from app.core.ports import SegmentsCallback
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
-__all__ = ["SpeechStreamError", "Utterance", "UtteranceCutter", "WhisperSpeechToText", "model_path"]
+__all__ = [
+    "SpeechStreamError",
+    "WhisperSpeechToText",
+    "WhisperStream",
+    "clean_text",
+    "is_confident",
+    "model_path",
+]
 
 log = logging.getLogger(__name__)
 
-FRAME: Final = TARGET_RATE * 30 // 1000  # samples in a 30 ms frame
 MAX_BACKLOG_S: Final = 120.0
 CONTEXT_CHARS: Final = 200  # of the stream's transcript, prompted to the next utterance
 SEND_CHUNK: Final = 32_000  # bytes per send in transcribe_pcm (1 s at 16 kHz)
@@ -77,127 +82,16 @@ class SpeechStreamError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
-class Utterance:
-    """A stretch of audio to transcribe; sample positions are on the stream's 16 kHz timeline."""
-
-    start: int
-    samples: npt.NDArray[np.int16]
-    voiced_start: int  # first voiced sample, relative to ``start``
-    voiced_end: int  # end of the last voiced frame, relative to ``start``
-
-
-def _frames(seconds: float) -> int:
-    return max(1, round(seconds * TARGET_RATE / FRAME))
-
-
-class UtteranceCutter:
-    """Cuts 16 kHz 16-bit PCM into utterances at pauses (energy VAD on 30 ms frames).
-
-    A frame is voiced when its level is above both ``floor_db`` (absolute) and the adaptive
-    noise floor plus ``margin_db``; the noise floor follows the quietest recent frames and
-    creeps up slowly, so steady background noise stops counting as speech after a few seconds.
-    """
-
-    def __init__(
-        self,
-        *,
-        hangover_s: float = 0.6,
-        pre_roll_s: float = 0.3,
-        tail_s: float = 0.3,
-        max_s: float = 18.0,
-        search_s: float = 4.0,
-        min_voiced_s: float = 0.15,
-        floor_db: float = -50.0,
-        margin_db: float = 10.0,
-    ) -> None:
-        self._hangover, self._tail, self._max = _frames(hangover_s), _frames(tail_s), _frames(max_s)
-        self._search, self._min_voiced = _frames(search_s), _frames(min_voiced_s)
-        self._abs_db, self._margin_db = floor_db, margin_db
-        self._noise_db = -60.0
-        self._pending = np.zeros(0, dtype=np.int16)
-        self._pre: deque[npt.NDArray[np.int16]] = deque(maxlen=_frames(pre_roll_s))
-        self._frames: list[npt.NDArray[np.int16]] = []  # the utterance in progress
-        self._levels: list[float] = []
-        self._voiced: list[bool] = []
-        self._start = 0  # frame index of self._frames[0]
-        self._index = 0  # frames seen
-        self._silence = 0  # trailing unvoiced frames of the utterance in progress
-
-    def feed(self, pcm16: bytes) -> list[Utterance]:
-        """Take more audio; the utterances it completes."""
-        data = np.concatenate([self._pending, np.frombuffer(pcm16, dtype="<i2")])
-        count = data.size // FRAME
-        self._pending = data[count * FRAME :].copy()
-        frames = data[: count * FRAME].reshape(count, FRAME)
-        power = np.mean(np.square(frames, dtype=np.float64), axis=1) / 32768.0**2
-        levels = 10 * np.log10(power + 1e-12)
-        done = (self._step(frame, float(level)) for frame, level in zip(frames, levels, strict=True))
-        return [u for u in done if u is not None]
-
-    def flush(self) -> list[Utterance]:
-        """The utterance in progress at the end of the stream, if it holds speech."""
-        if self._frames and self._pending.size:
-            self._frames.append(self._pending)
-            self._levels.append(-120.0)
-            self._voiced.append(False)
-        self._pending = np.zeros(0, dtype=np.int16)
-        end = len(self._frames) - max(0, self._silence - self._tail)
-        utterance = self._cut(end) if self._frames else None
-        self._frames, self._levels, self._voiced = [], [], []
-        return [utterance] if utterance else []
-
-    def _is_voiced(self, level: float) -> bool:
-        voiced = level > max(self._abs_db, self._noise_db + self._margin_db)
-        self._noise_db = max(-90.0, level if level < self._noise_db else min(level, self._noise_db + 0.05))
-        return voiced
-
-    def _step(self, frame: npt.NDArray[np.int16], level: float) -> Utterance | None:
-        voiced = self._is_voiced(level)
-        self._index += 1
-        if not self._frames:
-            if not voiced:
-                self._pre.append(frame)
-                return None
-            self._frames = [*self._pre, frame]
-            self._levels = [-120.0] * len(self._pre) + [level]
-            self._voiced = [False] * len(self._pre) + [True]
-            self._start = self._index - len(self._frames)
-            self._pre.clear()
-            self._silence = 0
-            return None
-        self._frames.append(frame)
-        self._levels.append(level)
-        self._voiced.append(voiced)
-        self._silence = 0 if voiced else self._silence + 1
-        if self._silence >= self._hangover:
-            keep = len(self._frames) - self._silence + self._tail
-            self._pre.extend(self._frames[keep:])
-            utterance = self._cut(keep)
-            self._frames, self._levels, self._voiced = [], [], []
-            return utterance
-        if len(self._frames) >= self._max:
-            window = self._levels[-self._search :]
-            return self._cut(len(self._frames) - self._search + int(np.argmin(window)) + 1)
-        return None
-
-    def _cut(self, end: int) -> Utterance | None:
-        """Take frames ``[:end]`` of the utterance in progress out as an utterance."""
-        frames, voiced, start = self._frames[:end], self._voiced[:end], self._start
-        self._frames, self._levels, self._voiced = self._frames[end:], self._levels[end:], self._voiced[end:]
-        self._start += end
-        self._silence = min(self._silence, len(self._frames))
-        if sum(voiced) < self._min_voiced:
-            return None
-        first = voiced.index(True)
-        last = len(voiced) - 1 - voiced[::-1].index(True)
-        return Utterance(start * FRAME, np.concatenate(frames), first * FRAME, (last + 1) * FRAME)
-
-
-@dataclass(frozen=True, slots=True)
 class _Piece:
     text: str
     start: float  # seconds within the utterance
     end: float
+
+
+def _tail(text: str) -> str:
+    """The last whole words of ``text`` within :data:`CONTEXT_CHARS`."""
+    text = text.strip()
+    return text if len(text) <= CONTEXT_CHARS else text[-CONTEXT_CHARS:].partition(" ")[2]
 
 
 def clean_text(text: str) -> str:
@@ -242,10 +136,13 @@ class WhisperSpeechToText:
         if self._closed:
             raise RuntimeError("the speech-to-text engine is closed")
         decoder = PcmDecoder(sample_rate, max_frame_bytes=None)
-        model = await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+        # the first open loads the model on a thread of its own, not behind queued recognitions
+        if self._model is None:
+            await asyncio.to_thread(self._load)
+        languages: list[str] = self._load().supported_languages
         code = language.lower().replace("_", "-").split("-")[0]
-        if code not in model.supported_languages:
-            known = "English only" if model.supported_languages == ["en"] else "other languages"
+        if code not in languages:
+            known = "English only" if languages == ["en"] else "other languages"
             raise ValueError(f"language {language!r} is not supported: the speech model knows {known}")
         return WhisperStream(self, code, decoder, on_segments)
 
@@ -384,7 +281,7 @@ class WhisperStream:
                 audio = to_float32(utterance.samples.tobytes())
                 pieces = await self._engine.submit(audio, self._language, self._context)
                 self._backlog -= utterance.samples.size
-                self._context = " ".join([self._context, *(p.text for p in pieces)])[-CONTEXT_CHARS:].strip()
+                self._context = _tail(" ".join([self._context, *(p.text for p in pieces)]))
                 segments = self._place(utterance, pieces)
                 if segments and not self._closed:
                     await self._on_segments(segments)

@@ -1,4 +1,4 @@
-"""Audio in: the Omi codecs decoded to 16 kHz 16-bit little-endian mono PCM, and WAV helpers.
+"""Audio in: the Omi codecs decoded to 16 kHz 16-bit mono PCM, WAV helpers, cuts at pauses.
 
 Codecs (OMI_CONTRACT.md section 4): ``pcm8`` and ``pcm16`` are 16-bit little-endian mono
 linear PCM, ``opus`` is one raw Opus packet per WebSocket frame. For the PCM codecs the codec
@@ -13,8 +13,11 @@ resamples exactly like the whole signal (no clicks at frame edges, images of an 
 suppressed). It delays the output by about 2 ms; ``flush()`` returns the tail at the end of a
 stream. Opus packets are decoded by FFmpeg's libopus decoder, bundled in PyAV's wheels.
 
-All of this runs synchronously on the caller's thread: a 20 ms frame costs a few tens of
-microseconds, far less than handing it to a worker thread would.
+All of this runs synchronously on the caller's thread: a 20 ms frame costs about 0.1 ms (PCM)
+to 0.2 ms (Opus), about 1% of a core per live session, less than a hop to a worker thread.
+
+:class:`UtteranceCutter` cuts a 16 kHz stream into utterances at pauses, for engines that
+transcribe utterance by utterance (Whisper).
 
 Errors carry the WebSocket close code the live session should use: an unknown codec or
 parameter is :class:`UnsupportedAudio` (1003), a frame that does not decode is
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import io
 import wave
+from collections import deque
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 import av
@@ -34,6 +39,7 @@ from av.error import FFmpegError
 
 __all__ = [
     "CODECS",
+    "FRAME",
     "MAX_FRAME_BYTES",
     "TARGET_RATE",
     "AudioDecoder",
@@ -43,6 +49,8 @@ __all__ = [
     "PcmDecoder",
     "UndecodableAudio",
     "UnsupportedAudio",
+    "Utterance",
+    "UtteranceCutter",
     "make_decoder",
     "read_wav",
     "to_float32",
@@ -50,6 +58,7 @@ __all__ = [
 ]
 
 TARGET_RATE: Final = 16_000
+FRAME: Final = TARGET_RATE * 30 // 1000  # samples in a 30 ms frame (voice activity)
 MAX_FRAME_BYTES: Final = 64 * 1024
 CODECS: Final = ("pcm8", "pcm16", "opus")
 PCM_RATES: Final = frozenset({8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000})
@@ -240,3 +249,120 @@ def to_float32(pcm16: bytes) -> npt.NDArray[np.float32]:
     if len(pcm16) % 2:
         raise UndecodableAudio("16-bit PCM must hold an even number of bytes")
     return np.frombuffer(pcm16, dtype="<i2").astype(np.float32) / np.float32(32768.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """A stretch of audio to transcribe; sample positions are on the stream's 16 kHz timeline."""
+
+    start: int
+    samples: npt.NDArray[np.int16]
+    voiced_start: int  # first voiced sample, relative to ``start``
+    voiced_end: int  # end of the last voiced frame, relative to ``start``
+
+
+def _frames(seconds: float) -> int:
+    return max(1, round(seconds * TARGET_RATE / FRAME))
+
+
+class UtteranceCutter:
+    """Cuts 16 kHz 16-bit PCM into utterances at pauses (energy VAD on 30 ms frames).
+
+    A frame is voiced when its level is above both ``floor_db`` (absolute) and the adaptive
+    noise floor plus ``margin_db``; the noise floor follows the quietest recent frames and
+    creeps up slowly, so steady background noise stops counting as speech after a few seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        hangover_s: float = 0.6,
+        pre_roll_s: float = 0.3,
+        tail_s: float = 0.3,
+        max_s: float = 18.0,
+        search_s: float = 4.0,
+        min_voiced_s: float = 0.15,
+        floor_db: float = -50.0,
+        margin_db: float = 10.0,
+    ) -> None:
+        self._hangover, self._tail, self._max = _frames(hangover_s), _frames(tail_s), _frames(max_s)
+        self._search, self._min_voiced = _frames(search_s), _frames(min_voiced_s)
+        self._abs_db, self._margin_db = floor_db, margin_db
+        self._noise_db = -60.0
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._pre: deque[npt.NDArray[np.int16]] = deque(maxlen=_frames(pre_roll_s))
+        self._frames: list[npt.NDArray[np.int16]] = []  # the utterance in progress
+        self._levels: list[float] = []
+        self._voiced: list[bool] = []
+        self._start = 0  # frame index of self._frames[0]
+        self._index = 0  # frames seen
+        self._silence = 0  # trailing unvoiced frames of the utterance in progress
+
+    def feed(self, pcm16: bytes) -> list[Utterance]:
+        """Take more audio; the utterances it completes."""
+        data = np.concatenate([self._pending, np.frombuffer(pcm16, dtype="<i2")])
+        count = data.size // FRAME
+        self._pending = data[count * FRAME :].copy()
+        frames = data[: count * FRAME].reshape(count, FRAME)
+        power = np.mean(np.square(frames, dtype=np.float64), axis=1) / 32768.0**2
+        levels = 10 * np.log10(power + 1e-12)
+        done = (self._step(frame, float(level)) for frame, level in zip(frames, levels, strict=True))
+        return [u for u in done if u is not None]
+
+    def flush(self) -> list[Utterance]:
+        """The utterance in progress at the end of the stream, if it holds speech."""
+        if self._frames and self._pending.size:
+            self._frames.append(self._pending)
+            self._levels.append(-120.0)
+            self._voiced.append(False)
+        self._pending = np.zeros(0, dtype=np.int16)
+        end = len(self._frames) - max(0, self._silence - self._tail)
+        utterance = self._cut(end) if self._frames else None
+        self._frames, self._levels, self._voiced = [], [], []
+        return [utterance] if utterance else []
+
+    def _is_voiced(self, level: float) -> bool:
+        voiced = level > max(self._abs_db, self._noise_db + self._margin_db)
+        self._noise_db = max(-90.0, level if level < self._noise_db else min(level, self._noise_db + 0.05))
+        return voiced
+
+    def _step(self, frame: npt.NDArray[np.int16], level: float) -> Utterance | None:
+        voiced = self._is_voiced(level)
+        self._index += 1
+        if not self._frames:
+            if not voiced:
+                self._pre.append(frame)
+                return None
+            self._frames = [*self._pre, frame]
+            self._levels = [-120.0] * len(self._pre) + [level]
+            self._voiced = [False] * len(self._pre) + [True]
+            self._start = self._index - len(self._frames)
+            self._pre.clear()
+            self._silence = 0
+            return None
+        self._frames.append(frame)
+        self._levels.append(level)
+        self._voiced.append(voiced)
+        self._silence = 0 if voiced else self._silence + 1
+        if self._silence >= self._hangover:
+            keep = len(self._frames) - self._silence + self._tail
+            self._pre.extend(self._frames[keep:])
+            utterance = self._cut(keep)
+            self._frames, self._levels, self._voiced = [], [], []
+            return utterance
+        if len(self._frames) >= self._max:
+            window = self._levels[-self._search :]
+            return self._cut(len(self._frames) - self._search + int(np.argmin(window)) + 1)
+        return None
+
+    def _cut(self, end: int) -> Utterance | None:
+        """Take frames ``[:end]`` of the utterance in progress out as an utterance."""
+        frames, voiced, start = self._frames[:end], self._voiced[:end], self._start
+        self._frames, self._levels, self._voiced = self._frames[end:], self._levels[end:], self._voiced[end:]
+        self._start += end
+        self._silence = min(self._silence, len(self._frames))
+        if sum(voiced) < self._min_voiced:
+            return None
+        first = voiced.index(True)
+        last = len(voiced) - 1 - voiced[::-1].index(True)
+        return Utterance(start * FRAME, np.concatenate(frames), first * FRAME, (last + 1) * FRAME)

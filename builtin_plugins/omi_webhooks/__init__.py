@@ -7,9 +7,10 @@ delivery log with :func:`read_deliveries` and show its secret with :func:`webhoo
 from __future__ import annotations
 
 from builtin_plugins.omi_webhooks.breaker import CircuitBreaker
-from builtin_plugins.omi_webhooks.plugin import SCHEDULE, OmiWebhooks, webhook_targets, with_uid
+from builtin_plugins.omi_webhooks.plugin import SCHEDULE, OmiWebhooks
 from builtin_plugins.omi_webhooks.signing import sign, webhook_secret
 from builtin_plugins.omi_webhooks.state import QUEUE_KEY, DeliveryRecord, QueuedDelivery, read_deliveries
+from builtin_plugins.omi_webhooks.targets import Target, webhook_targets, with_uid
 
 __all__ = [
     "QUEUE_KEY",
@@ -18,6 +19,7 @@ __all__ = [
     "DeliveryRecord",
     "OmiWebhooks",
     "QueuedDelivery",
+    "Target",
     "read_deliveries",
     "sign",
     "webhook_secret",

@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -39,8 +38,10 @@ from app.core.netguard import check_public_url
 from app.core.ports import KeyValue
 from app.plugins import PluginContext, PluginInfo, TranscriptSession, hookimpl
 from builtin_plugins.omi_webhooks.breaker import CircuitBreaker
-from builtin_plugins.omi_webhooks.signing import signed_headers, webhook_secret
+from builtin_plugins.omi_webhooks.sender import Outcome, send_signed
+from builtin_plugins.omi_webhooks.signing import webhook_secret
 from builtin_plugins.omi_webhooks.state import (
+    CLAIM_PREFIX,
     QUEUE_KEY,
     DeliveryRecord,
     Event,
@@ -48,94 +49,16 @@ from builtin_plugins.omi_webhooks.state import (
     append_delivery,
     disable_for_user,
 )
+from builtin_plugins.omi_webhooks.targets import Target, breaker_key, webhook_targets, with_uid
 
-__all__ = ["SCHEDULE", "OmiWebhooks", "Target", "webhook_targets"]
+__all__ = ["SCHEDULE", "OmiWebhooks"]
 
 log = logging.getLogger("omi_backend.plugins.omi_webhooks")
 
 SCHEDULE: tuple[float, ...] = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
 """Seconds before each attempt of a memory-created delivery, counted from the previous failure."""
 
-_MESSAGE_MIN_CHARS = 6  # a reply message "of more than 5 characters" (as the Omi backend)
-
 _T = TypeVar("_T")
-
-
-class Target(msgspec.Struct, frozen=True):
-    """A catalogue entry to call: its id and webhook URL."""
-
-    plugin_id: str
-    webhook_url: str
-
-
-class _Outcome(msgspec.Struct, kw_only=True):
-    status: int | None = None
-    error: str | None = None
-    reply: str | None = None  # the reply's "message", if it had one
-    target_failed: bool = False  # counts against the breaker
-    final: bool = False  # delivered, gone (410) or refused: never to be retried
-
-
-def _as_dict(entry: object) -> dict[str, Any]:
-    if isinstance(entry, dict):
-        return entry
-    if isinstance(entry, msgspec.Struct):
-        value = msgspec.to_builtins(entry)
-        return value if isinstance(value, dict) else {}
-    return {}
-
-
-async def webhook_targets(catalogue: Any, trigger: str) -> list[Target]:
-    """The catalogue entries to call on ``trigger`` (``memory_creation`` or ``transcript_processed``).
-
-    ``catalogue.omi_entries()`` may be plain or async and return Omi-format dicts or structs.
-    """
-    if catalogue is None:
-        return []
-    entries = catalogue.omi_entries()
-    if inspect.isawaitable(entries):
-        entries = await entries
-    targets: list[Target] = []
-    for raw in entries or ():
-        entry = _as_dict(raw)
-        integration = entry.get("external_integration") or {}
-        if (
-            not entry.get("deleted")
-            and "external_integration" in (entry.get("capabilities") or ())
-            and isinstance(integration, dict)
-            and integration.get("triggers_on") == trigger
-            and isinstance(integration.get("webhook_url"), str)
-            and integration["webhook_url"]
-            and isinstance(entry.get("id"), str)
-        ):
-            targets.append(Target(entry["id"], integration["webhook_url"]))
-    return targets
-
-
-def with_uid(url: str, uid: str) -> str:
-    """``url?uid=<uid>``, or ``url&uid=<uid>`` when it already has a query (as the Omi backend)."""
-    return f"{url}{'&' if '?' in url else '?'}uid={uid}"
-
-
-def _target_of(url: str) -> str:
-    """The breaker's key of a URL: ``host:port``."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return parts.netloc.lower()
-    return f"{(parts.hostname or '').lower()}:{port}"
-
-
-def _reply_message(response: httpx.Response) -> str | None:
-    if response.status_code != 200:
-        return None
-    try:
-        data = response.json()
-    except ValueError:
-        return None
-    message = data.get("message") if isinstance(data, dict) else None
-    return message if isinstance(message, str) and len(message) >= _MESSAGE_MIN_CHARS else None
 
 
 class OmiWebhooks:
@@ -185,6 +108,7 @@ class OmiWebhooks:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._transcripts: set[asyncio.Task[Any]] = set()
         self._inline_budget = 15.0
+        self._claim_ttl = 60.0
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -213,6 +137,7 @@ class OmiWebhooks:
         read = self.read_timeout or settings.webhook_read_timeout
         # Within the host's own timeout, so the host never cancels a slow inline attempt.
         self._inline_budget = min(read, 0.8 * settings.plugin_timeout)
+        self._claim_ttl = connect + read + 30.0
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(read, connect=connect), follow_redirects=False)
         self._worker = asyncio.create_task(self._retry_loop(), name="omi_webhooks retries")
 
@@ -291,24 +216,23 @@ class OmiWebhooks:
                     continue
                 if webhook_id in self._inflight:
                     continue
-                if delivery.due_at <= now:
-                    self._inflight.add(webhook_id)  # claimed: released by _attempt or _retry
-                    due.append((webhook_id, delivery))
-                else:
+                if delivery.due_at > now:
                     later.append(delivery.due_at)
+                elif await self._claim(webhook_id):  # released by _attempt, or below
+                    due.append((webhook_id, delivery))
             if not due:
                 return min(later, default=None)
             # The breaker decides for the whole pass before any attempt starts, so a half-open
             # target gets exactly one probe (the oldest delivery) and the rest wait for it.
             admitted: list[tuple[str, QueuedDelivery]] = []
             for webhook_id, delivery in sorted(due, key=lambda item: item[1].due_at):
-                target = _target_of(delivery.url)
+                target = breaker_key(delivery.url)
                 if self.breaker.allow(target):
                     admitted.append((webhook_id, delivery))
                     continue
                 delivery.due_at = self.breaker.retry_at(target)
                 await kv.hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
-                self._inflight.discard(webhook_id)
+                await self._release(webhook_id)
             await asyncio.gather(*(self._retry(webhook_id, delivery) for webhook_id, delivery in admitted))
             later.extend(d.due_at for d in await self._queued() if d.due_at > now)
             return min(later, default=None)
@@ -317,8 +241,8 @@ class OmiWebhooks:
         async with self._parallel:
             if not await self._enabled(delivery.plugin_id, delivery.uid):
                 log.info("dropping webhook %s: %s is disabled for the user", webhook_id, delivery.plugin_id)
-                self.breaker.release(_target_of(delivery.url))
-                self._inflight.discard(webhook_id)
+                self.breaker.release(breaker_key(delivery.url))
+                await self._release(webhook_id)
                 await self._kv().hdel(QUEUE_KEY, webhook_id)
                 return
             message = await self._attempt(webhook_id, delivery, admitted=True)
@@ -337,6 +261,24 @@ class OmiWebhooks:
                 await asyncio.wait_for(self._wake.wait(), timeout=min(max(delay, 0.05), self.poll_interval))
             self._wake.clear()
 
+    async def _claim(self, webhook_id: str) -> bool:
+        """Take a delivery for an attempt: in this process, and (for a shared KeyValue) across
+        processes, with a claim key that expires if its holder dies mid-attempt."""
+        if webhook_id in self._inflight:
+            return False
+        self._inflight.add(webhook_id)
+        if await self._kv().add(f"{CLAIM_PREFIX}{webhook_id}", "1", ttl=self._claim_ttl):
+            return True
+        self._inflight.discard(webhook_id)
+        return False
+
+    async def _release(self, webhook_id: str) -> None:
+        self._inflight.discard(webhook_id)
+        try:
+            await self._kv().delete(f"{CLAIM_PREFIX}{webhook_id}")
+        except Exception:  # it expires anyway
+            log.warning("could not release the claim on webhook %s", webhook_id)
+
     async def _queued(self) -> list[QueuedDelivery]:
         raw = await self._kv().hgetall(QUEUE_KEY)
         return [msgspec.json.decode(value, type=QueuedDelivery) for value in raw.values()]
@@ -353,7 +295,7 @@ class OmiWebhooks:
             due_at=self.clock(),
             memory_id=memory_id,
         )
-        self._inflight.add(webhook_id)  # claimed for the inline attempt, which releases it
+        await self._claim(webhook_id)  # for the inline attempt, which releases it
         await self._kv().hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
         return webhook_id, delivery
 
@@ -371,7 +313,7 @@ class OmiWebhooks:
         """
         kv = self._kv()
         try:
-            target = _target_of(delivery.url)
+            target = breaker_key(delivery.url)
             if not admitted and not self.breaker.allow(target):
                 delivery.due_at = self.breaker.retry_at(target)
                 await kv.hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
@@ -408,15 +350,15 @@ class OmiWebhooks:
             log.exception("webhook %s to %s failed", webhook_id, delivery.plugin_id)
             return None
         finally:
-            self._inflight.discard(webhook_id)
+            await self._release(webhook_id)
 
     async def _transcript(self, target: Target, uid: str, body: str) -> None:
         """One transcript delivery: attempted once, not queued (a live session moves on)."""
         webhook_id = f"msg_{uuid.uuid4().hex}"
         url = with_uid(target.webhook_url, uid)
         try:
-            if not self.breaker.allow(_target_of(url)):
-                log.info("breaker open for %s: transcript webhook dropped", _target_of(url))
+            if not self.breaker.allow(breaker_key(url)):
+                log.info("breaker open for %s: transcript webhook dropped", breaker_key(url))
                 return
             outcome = await self._post(
                 target.plugin_id, uid, webhook_id, url, body, 1, "transcript_processed"
@@ -430,46 +372,37 @@ class OmiWebhooks:
 
     async def _post(
         self, plugin_id: str, uid: str, webhook_id: str, url: str, body: str, attempt: int, event: Event
-    ) -> _Outcome:
-        """POST one signed attempt; log it, feed the breaker, handle a 410."""
+    ) -> Outcome:
+        """POST one signed attempt (the breaker has admitted it); log it, feed the breaker, handle a 410."""
         context = self._require_context()
-        client = self._client
         started = time.time()  # wall time: what the log and the receiver see
         ticks = time.monotonic()
-        target = _target_of(url)
-        outcome = _Outcome()
-        answered = False
+        target = breaker_key(url)
         try:
             await check_public_url(url, allow_private=context.settings.webhook_allow_private)
         except ValueError as exc:
-            outcome.error, outcome.final = f"refused: {exc}", True
             self.breaker.release(target)
+            outcome = Outcome(error=f"refused: {exc}", final=True)
         else:
             try:
-                if client is None:
+                if self._client is None:
                     raise RuntimeError("the plugin is shut down")
                 secret = self._secrets.get(plugin_id) or await webhook_secret(context.kv, plugin_id)
                 self._secrets[plugin_id] = secret
-                data = body.encode()
-                headers = signed_headers(secret, webhook_id, int(started), data)
-                response = await client.post(url, content=data, headers=headers)
-                answered = True
-                outcome.status = response.status_code
-                outcome.reply = _reply_message(response)
-                outcome.target_failed = response.status_code >= 500 or response.status_code == 429
-                outcome.final = 200 <= response.status_code < 300 or response.status_code == 410
-                if not 200 <= response.status_code < 300:
-                    outcome.error = f"HTTP {response.status_code}"
-            except httpx.TimeoutException as exc:
-                outcome.error, outcome.target_failed = f"timeout: {type(exc).__name__}", True
-            except httpx.HTTPError as exc:
-                outcome.error, outcome.target_failed = f"{type(exc).__name__}: {exc}", True
-            except asyncio.CancelledError:
+                outcome = await send_signed(
+                    self._client,
+                    url,
+                    body.encode(),
+                    secret=secret,
+                    webhook_id=webhook_id,
+                    timestamp=int(started),
+                )
+            except BaseException:
                 self.breaker.release(target)
                 raise
             if outcome.target_failed:
                 self.breaker.failure(target)
-            elif answered:
+            else:
                 self.breaker.success(target)
         record = DeliveryRecord(
             webhook_id=webhook_id,

@@ -4,6 +4,8 @@
   written there before its first attempt and removed when it succeeds or is given up, so a
   restart (or a crash mid-attempt) loses none; the body is stored so every retry sends the
   same bytes under the same ``webhook-id``.
+- ``webhooks:claim:{webhook id}``: taken (``add`` with a TTL) by the process attempting a
+  delivery, so several server processes on one Redis never send it twice at once.
 - ``plugins:{id}:deliveries:{uid}``: the delivery log, a capped list of
   :class:`DeliveryRecord` (JSON), oldest first; :func:`read_deliveries` reads it.
 - ``users:{uid}:enabled_plugins``: the catalogue's JSON list of the plugins a user enabled;
@@ -20,6 +22,7 @@ import msgspec
 from app.core.ports import KeyValue
 
 __all__ = [
+    "CLAIM_PREFIX",
     "QUEUE_KEY",
     "DeliveryRecord",
     "Event",
@@ -32,6 +35,7 @@ __all__ = [
 ]
 
 QUEUE_KEY = "webhooks:queue"
+CLAIM_PREFIX = "webhooks:claim:"
 LOG_CAP = 100
 
 Event = Literal["memory_created", "transcript_processed"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,12 +99,12 @@ async def test_workflow_creates_a_memory_from_spoken_text(api: Integrations) -> 
     segments = memory["transcript_segments"]
     assert len(segments) == 3 and {s["speaker"] for s in segments} == {"SPEAKER_0"}
     assert segments[0]["start"] == 0 and segments[-1]["end"] == pytest.approx(300)
-    assert all(a["end"] <= b["start"] + 1e-9 for a, b in zip(segments, segments[1:], strict=False))
+    assert all(a["end"] <= b["start"] + 1e-9 for a, b in itertools.pairwise(segments))
     assert memory["structured"]["title"]
 
 
 async def test_workflow_other_text_is_one_segment_and_the_request_is_kept(api: Integrations) -> None:
-    request = {
+    request: dict[str, Any] = {
         "text": WRITTEN,
         "text_source": "other_text",
         "started_at": "2026-05-04T09:00:00+02:00",

@@ -487,3 +487,18 @@ async def test_with_the_real_catalogue_users_enable_it_and_a_410_disables_it(
         assert [r.status for r in server.requests()] == [200, 410]
         plugins = (await client.get("/v1/plugins", headers=alice)).json()
         assert [p["enabled"] for p in plugins if p["id"] == PLUGIN] == [False]
+
+
+async def test_a_delivery_claimed_by_another_process_is_left_to_it(harness: Harness) -> None:
+    harness.server.mode = "fail"
+    await harness.create()
+    [webhook_id] = await harness.queue()
+    harness.server.mode = "ok"
+    await harness.services.kv.set(f"webhooks:claim:{webhook_id}", "1", ttl=60)
+    harness.clock.advance(10)
+    await harness.process_due()
+    assert len(harness.server.requests()) == 1
+    await harness.services.kv.delete(f"webhooks:claim:{webhook_id}")
+    await harness.process_due()
+    assert harness.server.accepted() == {webhook_id: 1}
+    assert await harness.services.kv.keys("webhooks:claim:") == []

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import pytest
-from gcp_storage_emulator.server import Server, create_server
+from gcp_storage_emulator.server import Server, create_server  # type: ignore[import-untyped]
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 from google.cloud.firestore import AsyncClient
+from google.cloud.storage import Bucket, Client
 
 from app.backends.firestore_store import FirestoreMemoryStore
 from app.backends.gcs_blobs import GCSBlobStore
@@ -41,6 +41,7 @@ __all__ = [
     "GCS_BUCKET",
     "FirestoreEmulator",
     "GCSEmulator",
+    "anonymous_client",
     "firestore_client",
     "firestore_emulator",
     "firestore_store",
@@ -52,7 +53,9 @@ __all__ = [
 ]
 
 FIRESTORE_PACKAGE = "google-cloud-cli-firestore-emulator"
-FIRESTORE_LAUNCHER = Path("/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator")
+FIRESTORE_LAUNCHER = Path(
+    "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator"
+)
 FIRESTORE_SKIP = f"Firestore emulator not installed: apt-get install {FIRESTORE_PACKAGE}"
 FIRESTORE_PROJECT = "omi-backend-test"
 GCS_BUCKET = "omi-backend-test"
@@ -104,8 +107,8 @@ class FirestoreEmulator:
         self._log: IO[bytes] | None = None
 
     def _http(self, method: str, path: str) -> int:
-        request = urllib.request.Request(f"http://{self.host}{path}", method=method)  # noqa: S310 (loopback)
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        request = urllib.request.Request(f"http://{self.host}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
             status: int = response.status
             return status
 
@@ -202,6 +205,11 @@ async def firestore_client(
         await api.transport.close()
 
 
+def anonymous_client() -> Client:
+    """A Cloud Storage client for the emulator (``STORAGE_EMULATOR_HOST`` set), without credentials."""
+    return Client(project="test", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+
+
 class GCSEmulator(NamedTuple):
     server: Server
     url: str
@@ -219,14 +227,16 @@ def gcs_emulator() -> Iterator[GCSEmulator]:
 
 
 @pytest.fixture
-def open_gcs(gcs_emulator: GCSEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], GCSBlobStore]]:
+def open_gcs(
+    gcs_emulator: GCSEmulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[], GCSBlobStore]]:
     """Opens stores on the emulator's bucket, emptied before the test, each with its own client."""
     gcs_emulator.server.wipe(keep_buckets=True)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.url)
-    clients: list[storage.Client] = []
+    clients: list[Client] = []
 
     def open_() -> GCSBlobStore:
-        clients.append(storage.Client(project="test", credentials=AnonymousCredentials()))
+        clients.append(anonymous_client())
         return GCSBlobStore(GCS_BUCKET, client=clients[-1])
 
     yield open_
@@ -242,8 +252,8 @@ async def gcs_blobs(open_gcs: Callable[[], GCSBlobStore], anyio_backend: Any) ->
 
 
 @pytest.fixture
-def gcs_bucket(open_gcs: Callable[[], GCSBlobStore]) -> Iterator[storage.Bucket]:
+def gcs_bucket(open_gcs: Callable[[], GCSBlobStore]) -> Iterator[Bucket]:
     """The emulator's (emptied) bucket through the SDK's own client, to look at what a store wrote."""
-    client = storage.Client(project="test", credentials=AnonymousCredentials())
+    client = anonymous_client()
     yield client.bucket(GCS_BUCKET)
     client.close()

@@ -65,17 +65,20 @@ def doc(raw: AsyncClient, memory_id: str, uid: str = "alice") -> AsyncDocumentRe
     return raw.collection("users", uid, "memories").document(memory_id)
 
 
-async def read(raw: AsyncClient, ref: AsyncDocumentReference) -> DocumentSnapshot:
+async def read(raw: AsyncClient, ref: AsyncDocumentReference) -> DocumentSnapshot[AsyncDocumentReference]:
     """``ref.get()`` without its flaw: that returns before its gRPC stream ends, and the stream's
     late end then lands on a closed event loop."""
-    return [s async for s in raw.get_all([ref])][0]
+    snapshots = [s async for s in raw.get_all([ref])]
+    return snapshots[0]
 
 
 async def chunk_ids(raw: AsyncClient, memory_id: str) -> list[str]:
     return sorted(s.id for s in await doc(raw, memory_id).collection("transcript_chunks").get())
 
 
-async def test_documents_lie_where_the_contract_says(firestore_store: FirestoreMemoryStore, raw: AsyncClient) -> None:
+async def test_documents_lie_where_the_contract_says(
+    firestore_store: FirestoreMemoryStore, raw: AsyncClient
+) -> None:
     await firestore_store.put("alice", memory("m1"))
     await firestore_store.put_message("alice", Message(id="q1", text="hi", created_at=T0))
     stored = (await read(raw, doc(raw, "m1"))).to_dict()
@@ -88,7 +91,9 @@ async def test_documents_lie_where_the_contract_says(firestore_store: FirestoreM
     assert message is not None and message["text"] == "hi"
 
 
-async def test_times_are_firestore_timestamps(firestore_store: FirestoreMemoryStore, raw: AsyncClient) -> None:
+async def test_times_are_firestore_timestamps(
+    firestore_store: FirestoreMemoryStore, raw: AsyncClient
+) -> None:
     for h in range(3):
         await firestore_store.put("alice", memory(f"m{h}", at=T0 + timedelta(hours=h)))
     stored = (await read(raw, doc(raw, "m1"))).to_dict()
@@ -100,7 +105,9 @@ async def test_times_are_firestore_timestamps(firestore_store: FirestoreMemorySt
     assert sorted(s.id for s in await later.get()) == ["m1", "m2"]
 
 
-async def test_small_transcript_is_a_native_array(firestore_store: FirestoreMemoryStore, raw: AsyncClient) -> None:
+async def test_small_transcript_is_a_native_array(
+    firestore_store: FirestoreMemoryStore, raw: AsyncClient
+) -> None:
     segment = TranscriptSegment(text="hello", speaker="SPEAKER_1", start=0.5, end=1.0)
     await firestore_store.put("alice", memory("m1", [segment]))
     stored = (await read(raw, doc(raw, "m1"))).to_dict()
@@ -168,8 +175,12 @@ async def test_a_transcript_beyond_every_chunk_is_refused_and_writes_nothing(
     assert await chunk_ids(raw, "m1") == []
 
 
-async def test_free_form_data_firestore_cannot_hold_is_kept_as_json(firestore_store: FirestoreMemoryStore) -> None:
-    odd = memory("m1", external_data={"": 1, "grid": [[1, 2], [3]], "big": 2**70}, postprocessing={"__x__": 0})
+async def test_free_form_data_firestore_cannot_hold_is_kept_as_json(
+    firestore_store: FirestoreMemoryStore,
+) -> None:
+    odd = memory(
+        "m1", external_data={"": 1, "grid": [[1, 2], [3]], "big": 2**70}, postprocessing={"__x__": 0}
+    )
     await firestore_store.put("alice", odd)
     assert await firestore_store.get("alice", "m1") == odd
 

@@ -10,7 +10,7 @@ covering consecutive ranges of audio. ``CloseStream`` flushes the engine, sends 
 ``idle_timeout`` seconds the socket closes with 1011 ``NET-0001``, as Deepgram's does.
 
 Test controls: ``connections`` records each accepted socket (query, headers, audio, messages);
-``drop_after(seconds)`` aborts the next connection abruptly once it has received that much
+``drop_after(seconds)`` aborts (no close frame) the first connection to receive that much
 audio; ``refuse_status`` rejects every handshake with that HTTP status; ``hang`` accepts and
 reads but never answers.
 """

@@ -11,10 +11,10 @@ import msgspec
 import pytest
 
 from app.backends.sqlite_kv import SQLiteKeyValue
-from app.plugins.models import ExternalIntegration, Plugin
+from app.plugins.models import ExternalIntegration, Plugin, TriggersOn
 from builtin_plugins.omi_webhooks import CircuitBreaker, DeliveryRecord, read_deliveries, sign, webhook_secret
-from builtin_plugins.omi_webhooks.plugin import webhook_targets, with_uid
 from builtin_plugins.omi_webhooks.state import LOG_CAP, append_delivery, disable_for_user
+from builtin_plugins.omi_webhooks.targets import webhook_targets, with_uid
 from tests.fakes.plugin_server import expected_signature
 
 pytestmark = pytest.mark.anyio
@@ -115,14 +115,13 @@ def test_uid_is_appended_as_the_omi_backend_does() -> None:
     assert with_uid("https://x.org/hook?token=1", "alice") == "https://x.org/hook?token=1&uid=alice"
 
 
-def _entry(plugin_id: str, trigger: str, **extra: Any) -> Plugin:
+def _entry(plugin_id: str, trigger: TriggersOn, **extra: Any) -> Plugin:
+    integration = ExternalIntegration(triggers_on=trigger, webhook_url=f"https://{plugin_id}.org/h")
     fields: dict[str, Any] = {
         "id": plugin_id,
         "name": plugin_id,
         "capabilities": ["external_integration"],
-        "external_integration": ExternalIntegration(
-            triggers_on=trigger, webhook_url=f"https://{plugin_id}.org/h"
-        ),  # type: ignore[arg-type]
+        "external_integration": integration,
     }
     return Plugin(**(fields | extra))
 

@@ -12,12 +12,10 @@ import anyio
 import anyio.lowlevel
 import av
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from app.backends.whisper_stt import (
     SpeechStreamError,
-    UtteranceCutter,
     WhisperSpeechToText,
     clean_text,
     is_confident,
@@ -78,74 +76,6 @@ def engine() -> Iterator[WhisperSpeechToText]:
     asyncio.run(engine.close())
 
 
-# --- utterance cutting -------------------------------------------------------------------------
-
-
-def _noise(seconds: float, db: float, seed: int = 0) -> npt.NDArray[np.int16]:
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal(int(RATE * seconds)) * 32768 * 10 ** (db / 20)).astype("<i2")
-
-
-def _silence(seconds: float) -> npt.NDArray[np.int16]:
-    return np.zeros(int(RATE * seconds), dtype="<i2")
-
-
-def test_cuts_at_pauses_longer_than_the_hangover() -> None:
-    word, gap = _noise(0.5, -20), _silence(0.2)
-    audio = np.concatenate([_silence(1.0), _noise(1.0, -20), _silence(1.0), word, gap, word, _silence(1.0)])
-    cutter = UtteranceCutter()
-    utterances = cutter.feed(audio.tobytes()) + cutter.flush()
-
-    assert len(utterances) == 2
-    first, second = utterances
-    assert first.start / RATE == pytest.approx(0.7, abs=0.031)  # 0.3 s of pre-roll
-    assert (first.start + first.voiced_start) / RATE == pytest.approx(1.0, abs=0.031)
-    assert (first.start + first.voiced_end) / RATE == pytest.approx(2.0, abs=0.031)
-    assert (second.start + second.voiced_start) / RATE == pytest.approx(3.0, abs=0.031)
-    assert (second.start + second.voiced_end) / RATE == pytest.approx(4.2, abs=0.031)  # the 0.2 s gap kept
-    assert second.samples.size / RATE < 1.2 + 0.3 + 0.3 + 0.031
-
-
-def test_chunking_does_not_change_the_cuts() -> None:
-    audio = np.concatenate([_noise(0.8, -25), _silence(0.9), _noise(1.3, -25), _silence(0.4)]).tobytes()
-    whole = UtteranceCutter()
-    expected = whole.feed(audio) + whole.flush()
-    chunked = UtteranceCutter()
-    found = [u for i in range(0, len(audio), 702) for u in chunked.feed(audio[i : i + 702])] + chunked.flush()
-    assert [(u.start, u.voiced_start, u.voiced_end) for u in found] == [
-        (u.start, u.voiced_start, u.voiced_end) for u in expected
-    ]
-    assert all(np.array_equal(a.samples, b.samples) for a, b in zip(found, expected, strict=True))
-
-
-def test_continuous_speech_is_cut_by_length_without_losing_audio() -> None:
-    t = np.arange(45 * RATE) / RATE
-    syllables = np.abs(np.sin(2 * np.pi * 2.5 * t)) ** 3  # 5 dips a second, never a pause
-    audio = (_noise(45.0, -20) * (0.05 + syllables)).astype("<i2")
-    cutter = UtteranceCutter()
-    utterances = cutter.feed(audio.tobytes()) + cutter.flush()
-    assert len(utterances) == 3
-    assert all(u.samples.size <= 18 * RATE for u in utterances)
-    assert utterances[0].start == 0
-    for before, after in itertools.pairwise(utterances):
-        assert after.start == before.start + before.samples.size
-    assert sum(u.samples.size for u in utterances) == audio.size // 480 * 480
-
-
-def test_noise_floor_clicks_and_silence_make_no_utterance() -> None:
-    quiet = _noise(3.0, -60)
-    click = np.concatenate([_silence(1.0), _noise(0.06, -10), _silence(1.0)])
-    for audio in (quiet, click, _silence(2.0)):
-        cutter = UtteranceCutter()
-        assert cutter.feed(audio.tobytes()) + cutter.flush() == []
-
-
-def test_steady_noise_stops_counting_as_speech() -> None:
-    cutter = UtteranceCutter()
-    utterances = cutter.feed(_noise(30.0, -40).tobytes()) + cutter.flush()
-    assert sum(u.samples.size for u in utterances) < 12 * RATE
-
-
 def test_non_speech_text_and_doubtful_segments_are_dropped() -> None:
     assert clean_text(" [BLANK_AUDIO] ") == ""
     assert clean_text("(music) ♪♪") == ""
@@ -155,9 +85,6 @@ def test_non_speech_text_and_doubtful_segments_are_dropped() -> None:
     assert not is_confident(-1.2, 0.7, 1.4)
     assert not is_confident(-2.0, 0.0, 1.4)
     assert not is_confident(-0.2, 0.0, 3.1)
-
-
-# --- the engine --------------------------------------------------------------------------------
 
 
 def test_model_ships_in_a_package() -> None:
