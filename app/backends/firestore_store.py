@@ -13,7 +13,8 @@ Chunks carry their write's ``transcript_gen``; a reader that caught a newer writ
 ``list`` needs four composite indexes on ``memories`` in production (the emulator needs none;
 ``docs/firestore-indexes.json`` deploys them, ``__name__`` descending implied): deleted +
 created_at desc; deleted + discarded + created_at desc; deleted + category + created_at desc;
-deleted + discarded + category + created_at desc.
+deleted + discarded + category + created_at desc. That file also exempts the bulky fields
+(transcripts, photos, free-form data, chunk bytes) from single-field indexing.
 """
 
 from __future__ import annotations
@@ -134,8 +135,8 @@ class FirestoreMemoryStore:
     """Memories and messages in Cloud Firestore.
 
     Args:
-        project: The Google Cloud project.
-        database: The Firestore database id.
+        project: The Google Cloud project (unused when ``client`` is given).
+        database: The Firestore database id (likewise).
         client: A client to use instead of one made here; the caller closes it.
         timeout: Seconds each call may take; retries of transient errors stop after as many.
     """
