@@ -42,13 +42,16 @@ BAD_PATHS = [
 ]
 
 
-@pytest.fixture(params=["file"])
+@pytest.fixture(params=["file", "gcs"])
 async def open_blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     opened: list[BlobStore] = []
+    gcs = request.getfixturevalue("open_gcs") if request.param == "gcs" else None
 
     def open_() -> BlobStore:
         if request.param == "file":
             blobs: BlobStore = FileBlobStore(tmp_path / "data" / "blobs")
+        else:
+            blobs = gcs()
         opened.append(blobs)
         return blobs
 

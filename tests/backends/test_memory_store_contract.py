@@ -35,13 +35,16 @@ Opener = Callable[[], MemoryStore]
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "firestore"])
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     opened: list[MemoryStore] = []
+    firestore = request.getfixturevalue("open_firestore") if request.param == "firestore" else None
 
     def open_() -> MemoryStore:
         if request.param == "sqlite":
             store: MemoryStore = SQLiteMemoryStore(tmp_path / "data" / "memories.db")
+        else:
+            store = firestore()
         opened.append(store)
         return store
 

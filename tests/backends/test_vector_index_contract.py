@@ -17,6 +17,7 @@ import pytest
 
 from app.backends.numpy_index import NumpyVectorIndex
 from app.core.ports import VectorIndex, VectorItem, VectorMatch
+from tests.fakes.pinecone_server import open_pinecone_index
 
 pytestmark = pytest.mark.anyio
 
@@ -25,13 +26,16 @@ DIM = 32
 Model = dict[str, tuple[str, int, npt.NDArray[np.float32]]]  # id -> (uid, created_at, vector)
 
 
-@pytest.fixture(params=["numpy"])
+@pytest.fixture(params=["numpy", "pinecone"])
 async def open_index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     opened: list[VectorIndex] = []
+    fake = request.getfixturevalue("pinecone_fake") if request.param == "pinecone" else None
 
     def open_() -> VectorIndex:
         if request.param == "numpy":
             index: VectorIndex = NumpyVectorIndex(tmp_path / "data" / "vectors.db")
+        else:
+            index = open_pinecone_index(fake)
         opened.append(index)
         return index
 

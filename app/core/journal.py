@@ -1,0 +1,199 @@
+"""Processing memories: the durable side of live sessions, kept in the KeyValue port.
+
+A processing memory is a conversation that has not become a memory yet. Its segments are
+appended to a journal as each final result arrives, before the client sees them, so a crash
+loses nothing the client was shown. Keys:
+
+``listen:open`` (hash)
+    One field per open processing memory (its id) holding :class:`OpenJournal` as JSON.
+``listen:journal:{uid}:{processing_memory_id}`` (list)
+    One JSON array of segments per final result, in session-timeline seconds.
+``listen:resume:{uid}`` (string, expires)
+    :class:`ResumeOffer`: the last processing memory of the user, which a new session may
+    take over until ``OMI_MEMORY_SILENCE_SECONDS`` after its last speech.
+
+:meth:`ProcessingMemories.finish` turns a journal into its memory through
+:meth:`MemoryPipeline.create` (idempotent per processing memory id), or, for a resumed
+processing memory whose memory exists already, updates that memory with the longer
+transcript; then it closes the journal. :meth:`ProcessingMemories.recover` finishes every
+journal left open by a crash or a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import msgspec
+
+from app.core.models import CreateMemory, Memory, Message, TranscriptSegment
+from app.core.pipeline import MemoryPipeline, vector_id
+from app.core.transcript import merged, shift, transcript_text
+
+__all__ = ["OPEN_KEY", "OpenJournal", "ProcessingMemories", "ResumeOffer", "journal_key", "resume_key"]
+
+log = logging.getLogger("omi_backend.listen")
+
+OPEN_KEY = "listen:open"
+
+
+def journal_key(uid: str, processing_memory_id: str) -> str:
+    return f"listen:journal:{uid}:{processing_memory_id}"
+
+
+def resume_key(uid: str) -> str:
+    return f"listen:resume:{uid}"
+
+
+class OpenJournal(msgspec.Struct, kw_only=True, frozen=True):
+    """An open processing memory.
+
+    Attributes:
+        uid: Its owner.
+        processing_memory_id: Its id (also the memory's idempotency key).
+        started_at: The wall-clock time of ``base`` on the session timeline.
+        base: Session-timeline seconds where the processing memory starts; the memory's
+            segment times are relative to it.
+        language: The session's language.
+    """
+
+    uid: str
+    processing_memory_id: str
+    started_at: datetime
+    base: float = 0.0
+    language: str = "en"
+
+
+class ResumeOffer(msgspec.Struct, kw_only=True, frozen=True):
+    """A finished processing memory that the user's next session may continue.
+
+    Attributes:
+        journal: The processing memory.
+        memory_id: The memory it became.
+        timeline_end: Session-timeline seconds where the last session stopped; the next one
+            continues from there.
+    """
+
+    journal: OpenJournal
+    memory_id: str
+    timeline_end: float
+
+
+_SEGMENTS = msgspec.json.Decoder(list[TranscriptSegment])
+
+
+class ProcessingMemories:
+    """The journals of live sessions, and their conversion into memories."""
+
+    def __init__(self, pipeline: MemoryPipeline) -> None:
+        self.pipeline = pipeline
+        self.kv = pipeline.services.kv
+
+    async def open(self, journal: OpenJournal) -> None:
+        """Record ``journal`` as open (it is finished on the next start if never closed)."""
+        await self.kv.hset(OPEN_KEY, journal.processing_memory_id, msgspec.json.encode(journal).decode())
+
+    async def append(self, journal: OpenJournal, segments: list[TranscriptSegment]) -> None:
+        """Journal one final result's segments (session-timeline times)."""
+        key = journal_key(journal.uid, journal.processing_memory_id)
+        await self.kv.append(key, msgspec.json.encode(segments).decode())
+
+    async def segments(self, journal: OpenJournal) -> list[TranscriptSegment]:
+        """Every journalled segment, in order."""
+        key = journal_key(journal.uid, journal.processing_memory_id)
+        return [s for batch in await self.kv.items(key) for s in _SEGMENTS.decode(batch)]
+
+    async def close(self, journal: OpenJournal) -> None:
+        await self.kv.hdel(OPEN_KEY, journal.processing_memory_id)
+        await self.kv.delete(journal_key(journal.uid, journal.processing_memory_id))
+
+    async def finish(
+        self, journal: OpenJournal, segments: list[TranscriptSegment]
+    ) -> tuple[Memory, list[Message]]:
+        """The memory of ``segments`` (session-timeline times), created or updated; then close."""
+        memory, messages = await self.materialise(journal, segments)
+        await self.close(journal)
+        return memory, messages
+
+    async def materialise(
+        self, journal: OpenJournal, segments: list[TranscriptSegment]
+    ) -> tuple[Memory, list[Message]]:
+        """Create the memory of a processing memory, or bring an existing one up to date."""
+        transcript = merged(shift(segments, -journal.base))
+        last = max((s.end for s in transcript), default=0.0)
+        finished_at = journal.started_at + timedelta(seconds=last)
+        request = CreateMemory(
+            started_at=journal.started_at,
+            finished_at=finished_at,
+            transcript_segments=transcript,
+            language=journal.language,
+            processing_memory_id=journal.processing_memory_id,
+        )
+        memory, messages = await self.pipeline.create(journal.uid, request)
+        if memory.transcript_segments != transcript and not memory.deleted:
+            memory = await self._update(journal.uid, memory, transcript, finished_at)
+        return memory, messages
+
+    async def _update(
+        self, uid: str, memory: Memory, transcript: list[TranscriptSegment], finished_at: datetime
+    ) -> Memory:
+        """A resumed conversation: the memory gets the whole transcript and is structured again."""
+        memory.transcript_segments = transcript
+        memory.finished_at = max(memory.finished_at, finished_at)
+        services = self.pipeline.services
+        if await services.llm.should_discard(transcript_text(transcript)):
+            memory.discarded = True
+            await services.store.put(uid, memory)
+            await services.index.delete([vector_id(uid, memory.id)])
+            return memory
+        return await self.pipeline.reprocess(uid, memory)
+
+    async def recover(self) -> int:
+        """Finish every journal left open; the number of memories made (or brought up to date)."""
+        done = 0
+        for processing_memory_id, raw in (await self.kv.hgetall(OPEN_KEY)).items():
+            try:
+                journal = msgspec.json.decode(raw, type=OpenJournal)
+            except msgspec.ValidationError:
+                log.exception("unreadable open journal %s dropped", processing_memory_id)
+                await self.kv.hdel(OPEN_KEY, processing_memory_id)
+                continue
+            try:
+                segments = await self.segments(journal)
+                if segments:
+                    memory, _ = await self.finish(journal, segments)
+                    log.info("journal %s of %s finished as memory %s", processing_memory_id, journal.uid, memory.id)
+                    done += 1
+                else:
+                    await self.close(journal)
+            except Exception:
+                log.exception("journal %s could not be finished; left open for the next start", processing_memory_id)
+        return done
+
+    async def offer(self, offer: ResumeOffer, ttl: float) -> None:
+        """Let the user's next session continue ``offer`` for ``ttl`` seconds."""
+        if ttl > 0:
+            await self.kv.set(resume_key(offer.journal.uid), msgspec.json.encode(offer).decode(), ttl=ttl)
+
+    async def withdraw(self, uid: str) -> None:
+        await self.kv.delete(resume_key(uid))
+
+    async def claim(self, uid: str) -> tuple[ResumeOffer, list[TranscriptSegment]] | None:
+        """Take the user's resume offer, with the segments so far (session-timeline times).
+
+        Only one session gets an offer (the one whose delete removed it); an offer whose
+        memory is gone or deleted is dropped.
+        """
+        key = resume_key(uid)
+        raw = await self.kv.get(key)
+        if raw is None or not await self.kv.delete(key):
+            return None
+        try:
+            offer = msgspec.json.decode(raw, type=ResumeOffer)
+        except msgspec.ValidationError:
+            return None
+        memory = await self.pipeline.services.store.get(uid, offer.memory_id)
+        if memory is None or memory.deleted or offer.journal.uid != uid:
+            return None
+        return offer, shift(memory.transcript_segments, offer.journal.base)
+
