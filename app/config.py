@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 from dotenv import dotenv_values
@@ -22,6 +22,8 @@ VectorIndexKind = Literal["numpy"]
 BlobStoreKind = Literal["file"]
 LanguageModelKind = Literal["rules"]
 EmbedderKind = Literal["minilm"]
+SpeechToTextKind = Literal["whisper", "deepgram"]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class SettingsError(ValueError):
@@ -52,6 +54,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     integrations_api_key: str | None = None
     plugins_catalogue: str | None = None
     plugins_blocked: str = ""
+    stt: SpeechToTextKind = "whisper"
+    deepgram_api_key: str | None = None
+    deepgram_url: str | None = None
+    whisper_workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    memory_silence_seconds: PositiveSeconds = 120.0
+    listen_ping_seconds: PositiveSeconds = 30.0
 
     @property
     def blocked_plugins(self) -> frozenset[str]:
@@ -105,6 +113,12 @@ _ENV_NAMES: dict[str, str] = {
     "integrations_api_key": "OMI_INTEGRATIONS_API_KEY",
     "plugins_catalogue": "OMI_PLUGINS_CATALOGUE",
     "plugins_blocked": "OMI_PLUGINS_BLOCKED",
+    "stt": "OMI_STT",
+    "deepgram_api_key": "DEEPGRAM_API_KEY",
+    "deepgram_url": "OMI_DEEPGRAM_URL",
+    "whisper_workers": "OMI_WHISPER_WORKERS",
+    "memory_silence_seconds": "OMI_MEMORY_SILENCE_SECONDS",
+    "listen_ping_seconds": "OMI_LISTEN_PING_SECONDS",
 }
 
 

@@ -15,21 +15,26 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
 from app.api.auth import Authenticator, provide_uid
+from app.api.listen import listen as listen_socket
 from app.api.memories import MemoriesController
 from app.api.messages import MessagesController
 from app.api.plugins import PluginsController
-from app.config import Settings
+from app.api.speech_profile import SpeechProfileController
+from app.config import Settings, SettingsError
 from app.core.errors import BackendUnavailable
+from app.core.listen import ListenConfig, ListenManager
+from app.core.models import TranscriptSegment
 from app.core.pipeline import MemoryPipeline
-from app.core.ports import KeyValue
+from app.core.ports import KeyValue, SpeechToText
 from app.core.services import Services
 from app.core.tokens import TokenService
 from app.plugins.catalogue import Catalogue
 from app.plugins.context import PluginContext
 from app.plugins.host import PluginHost
 from app.plugins.manager import PluginLoad, build_plugin_manager
+from app.plugins.types import TranscriptSession
 
-__all__ = ["build_key_value", "build_services", "create_app"]
+__all__ = ["build_key_value", "build_services", "build_speech_to_text", "create_app"]
 
 log = logging.getLogger("omi_backend")
 
@@ -43,6 +48,31 @@ def build_key_value(settings: Settings) -> KeyValue:
     from app.backends.sqlite_kv import SQLiteKeyValue
 
     return SQLiteKeyValue(settings.data_dir / "kv.db")
+
+
+def build_speech_to_text(settings: Settings) -> SpeechToText:
+    """The speech-to-text engine (``OMI_STT``): embedded Whisper, or Deepgram live."""
+    if settings.stt == "deepgram":
+        if not settings.deepgram_api_key:
+            raise SettingsError("OMI_STT=deepgram needs DEEPGRAM_API_KEY")
+        from app.backends.deepgram_stt import DeepgramSpeechToText
+
+        return DeepgramSpeechToText(settings.deepgram_api_key, _deepgram_environment(settings.deepgram_url))
+    from app.backends.whisper_stt import WhisperSpeechToText
+
+    return WhisperSpeechToText(workers=settings.whisper_workers, cpu_threads=settings.inference_threads)
+
+
+def _deepgram_environment(url: str | None) -> Any:
+    """The SDK environment for ``OMI_DEEPGRAM_URL`` (a self-hosted or fake Deepgram), or ``None``."""
+    if not url:
+        return None
+    from deepgram import DeepgramClientEnvironment
+
+    base = url.rstrip("/")
+    http = base.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+    ws = http.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    return DeepgramClientEnvironment(base=http, production=ws, agent=ws, agent_rest=http)
 
 
 def build_services(settings: Settings) -> Services:
@@ -61,6 +91,7 @@ def build_services(settings: Settings) -> Services:
         kv=build_key_value(settings),
         embedder=embedder,
         llm=RuleBasedLanguageModel(embedder),
+        stt=build_speech_to_text(settings),
     )
 
 
@@ -118,6 +149,18 @@ def create_app(
     for failure in plugins.failures:
         host.record_failure(failure.name, "load", failure.error)
     pipeline = MemoryPipeline(chosen, host)
+
+    async def on_transcript(session_id: str, uid: str, segments: list[TranscriptSegment]) -> None:
+        await host.on_transcript(TranscriptSession(id=session_id, uid=uid), segments)
+
+    listen = ListenManager(
+        chosen.stt,
+        pipeline,
+        on_transcript,
+        ListenConfig(
+            silence_seconds=settings.memory_silence_seconds, ping_seconds=settings.listen_ping_seconds
+        ),
+    )
     authenticator = Authenticator(
         TokenService(chosen.kv), admin_key=settings.admin_key, firebase=_firebase(settings)
     )
@@ -141,15 +184,27 @@ def create_app(
             log.info("re-indexed %d memories left pending", fixed)
         await catalogue.load()
         await host.on_startup(context)
+        finished = await listen.recover()
+        if finished:
+            log.info("finished %d live-session memories left open", finished)
         try:
             yield
         finally:
+            await listen.close()
             await host.on_shutdown()
             host.close()
             await chosen.close()
 
     return Litestar(
-        route_handlers=[health, MemoriesController, MessagesController, PluginsController, *host.routes()],
+        route_handlers=[
+            health,
+            MemoriesController,
+            MessagesController,
+            PluginsController,
+            SpeechProfileController,
+            listen_socket,
+            *host.routes(),
+        ],
         dependencies={
             "uid": Provide(provide_uid),
             "services": Provide(lambda: chosen, use_cache=True, sync_to_thread=False),
@@ -163,6 +218,10 @@ def create_app(
                 "plugins": host,
                 "plugin_load": plugins,
                 "catalogue": catalogue,
+                "listen": listen,
+                "pipeline": pipeline,
+                "services": chosen,
+                "plugin_context": context,
             }
         ),
         lifespan=[lifespan],

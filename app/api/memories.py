@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, MediaType, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 
 from app.api.auth import require_user
@@ -73,7 +74,7 @@ class MemoriesController(Controller):
         memory, messages = await pipeline.create(uid, data, trigger_integrations=trigger_integrations)
         return CreateMemoryResponse(memory=memory, messages=messages)
 
-    @get("")
+    @get("", responses={200: ResponseSpec(data_container=list[Memory], description="Memories, newest first")})
     async def list_memories(
         self,
         uid: NamedDependency[str],
@@ -84,8 +85,11 @@ class MemoriesController(Controller):
         category: Annotated[str | None, QueryParameter(max_length=32)] = None,
         start_date: FromQuery[datetime | None] = None,
         end_date: FromQuery[datetime | None] = None,
-    ) -> list[Memory]:
-        """The caller's memories, newest first; discarded included unless asked, deleted never."""
+    ) -> Response[bytes]:
+        """The caller's memories, newest first; discarded included unless asked, deleted never.
+
+        The store hands back the page already encoded (the Omi app's hottest route).
+        """
         query = MemoryQuery(
             limit=limit,
             offset=offset,
@@ -94,7 +98,7 @@ class MemoriesController(Controller):
             start=aware(start_date) if start_date else None,
             end=aware(end_date) if end_date else None,
         )
-        return await services.store.list(uid, query)
+        return Response(await services.store.list_json(uid, query), media_type=MediaType.JSON)
 
     @post("/search", status_code=200)
     async def search_memories(

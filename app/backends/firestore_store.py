@@ -234,6 +234,10 @@ class FirestoreMemoryStore:
         snaps = await q.offset(max(query.offset, 0)).limit(query.limit).get(**self._opts)
         return [m for m in await asyncio.gather(*map(self._load, snaps)) if m is not None]
 
+    async def list_json(self, uid: str, query: MemoryQuery) -> bytes:
+        """The page as the contract's JSON array."""
+        return msgspec.json.encode(await self.list(uid, query))
+
     async def put_message(self, uid: str, message: Message) -> None:
         """Insert or replace a message (by its id) for ``uid``."""
         data = msgspec.to_builtins(message, builtin_types=(datetime,))

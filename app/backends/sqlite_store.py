@@ -166,6 +166,12 @@ class SQLiteMemoryStore:
         rows = await self._db.run(_list, uid, query)
         return [_memory_decoder.decode(raw) for raw in rows]
 
+    async def list_json(self, uid: str, query: MemoryQuery) -> bytes:
+        """The page as a JSON array, joined from the stored JSON without decoding it."""
+        if query.limit <= 0:
+            return b"[]"
+        return b"[" + b",".join(await self._db.run(_list, uid, query)) + b"]"
+
     async def put_message(self, uid: str, message: Message) -> None:
         """Insert or replace a message (by its id) for ``uid``."""
         await self._db.run(_put_message, uid, message)

@@ -72,11 +72,13 @@ class ResumeOffer(msgspec.Struct, kw_only=True, frozen=True):
         memory_id: The memory it became.
         timeline_end: Session-timeline seconds where the last session stopped; the next one
             continues from there.
+        last_speech_at: When its last words were spoken (the window runs from there).
     """
 
     journal: OpenJournal
     memory_id: str
     timeline_end: float
+    last_speech_at: datetime
 
 
 _SEGMENTS = msgspec.json.Decoder(list[TranscriptSegment])
@@ -162,21 +164,22 @@ class ProcessingMemories:
                 segments = await self.segments(journal)
                 if segments:
                     memory, _ = await self.finish(journal, segments)
-                    log.info("journal %s of %s finished as memory %s", processing_memory_id, journal.uid, memory.id)
+                    log.info(
+                        "journal %s of %s finished as memory %s", processing_memory_id, journal.uid, memory.id
+                    )
                     done += 1
                 else:
                     await self.close(journal)
             except Exception:
-                log.exception("journal %s could not be finished; left open for the next start", processing_memory_id)
+                log.exception(
+                    "journal %s could not be finished; left open for the next start", processing_memory_id
+                )
         return done
 
     async def offer(self, offer: ResumeOffer, ttl: float) -> None:
         """Let the user's next session continue ``offer`` for ``ttl`` seconds."""
         if ttl > 0:
             await self.kv.set(resume_key(offer.journal.uid), msgspec.json.encode(offer).decode(), ttl=ttl)
-
-    async def withdraw(self, uid: str) -> None:
-        await self.kv.delete(resume_key(uid))
 
     async def claim(self, uid: str) -> tuple[ResumeOffer, list[TranscriptSegment]] | None:
         """Take the user's resume offer, with the segments so far (session-timeline times).
@@ -196,4 +199,3 @@ class ProcessingMemories:
         if memory is None or memory.deleted or offer.journal.uid != uid:
             return None
         return offer, shift(memory.transcript_segments, offer.journal.base)
-

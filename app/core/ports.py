@@ -65,6 +65,13 @@ class MemoryStore(Protocol):
     async def list(self, uid: str, query: MemoryQuery) -> list[Memory]:
         """A page of ``uid``'s memories, newest first; ``start``/``end`` bound ``created_at``."""
 
+    async def list_json(self, uid: str, query: MemoryQuery) -> bytes:
+        """The page :meth:`list` returns, encoded as the contract's JSON array.
+
+        ``GET /v1/memories`` sends these bytes as they are: an adapter that keeps memories as
+        JSON (SQLite) joins them without decoding, the hot path of the Omi app.
+        """
+
     async def put_message(self, uid: str, message: Message) -> None:
         """Insert or replace a message for ``uid``."""
 

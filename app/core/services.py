@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from app.core.ports import BlobStore, Embedder, KeyValue, LanguageModel, MemoryStore, VectorIndex
+from app.core.ports import (
+    BlobStore,
+    Embedder,
+    KeyValue,
+    LanguageModel,
+    MemoryStore,
+    SpeechToText,
+    VectorIndex,
+)
 
 __all__ = ["Services"]
 
@@ -20,6 +28,7 @@ class Services:
     kv: KeyValue
     embedder: Embedder
     llm: LanguageModel
+    stt: SpeechToText
 
     async def close(self) -> None:
         """Close every adapter, even when one of them fails to close."""
@@ -28,6 +37,7 @@ class Services:
             self.index.close(),
             self.blobs.close(),
             self.kv.close(),
+            self.stt.close(),
             return_exceptions=True,
         )
         for result in results:

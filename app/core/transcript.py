@@ -107,7 +107,9 @@ def user_speaker(durations: dict[int, float]) -> int | None:
 
 def mark_user(segments: Iterable[TranscriptSegment], speaker: int | None) -> list[TranscriptSegment]:
     """Copies of ``segments`` with ``is_user`` set on those of ``speaker`` (cleared on others)."""
-    return [msgspec.structs.replace(s, is_user=speaker is not None and s.speaker_id == speaker) for s in segments]
+    return [
+        msgspec.structs.replace(s, is_user=speaker is not None and s.speaker_id == speaker) for s in segments
+    ]
 
 
 def transcript_text(segments: Iterable[TranscriptSegment]) -> str:

@@ -1,22 +1,29 @@
-"""An app on the embedded adapters in a temporary data dir, with tokens for two users."""
+"""An app on the embedded adapters in a temporary data dir, with tokens for two users.
+
+Every app of the test session shares one Whisper engine (:data:`WHISPER`): the model loads
+once, on the first stream opened, and the engine is closed when the session ends.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
+from litestar.testing import AsyncTestClient
+
 from app.backends.file_blobs import FileBlobStore
 from app.backends.minilm_embedder import MiniLMEmbedder
 from app.backends.numpy_index import NumpyVectorIndex
 from app.backends.sqlite_kv import SQLiteKeyValue
 from app.backends.sqlite_store import SQLiteMemoryStore
-from app.core.structurer import RuleBasedLanguageModel
-from litestar.testing import AsyncTestClient
-
+from app.backends.whisper_stt import WhisperSpeechToText
 from app.config import Settings
+from app.core.ports import SegmentsCallback, SpeechStream, SpeechToText
 from app.core.services import Services
+from app.core.structurer import RuleBasedLanguageModel
 from app.core.tokens import TokenService
 from app.main import create_app
 
@@ -30,12 +37,34 @@ class Api(msgspec.Struct):
     bob: dict[str, str]
 
 
+class SharedEngine:
+    """A speech-to-text engine shared by many apps: ``close()`` leaves it open for the next."""
+
+    def __init__(self, engine: SpeechToText) -> None:
+        self.engine = engine
+
+    async def open(self, *, language: str, sample_rate: int, on_segments: SegmentsCallback) -> SpeechStream:
+        return await self.engine.open(language=language, sample_rate=sample_rate, on_segments=on_segments)
+
+    async def close(self) -> None:
+        pass
+
+
+WHISPER = SharedEngine(WhisperSpeechToText(workers=1, cpu_threads=2))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_whisper() -> Iterator[None]:
+    yield
+    asyncio.run(WHISPER.engine.close())
+
+
 @pytest.fixture(scope="session")
 def embedder() -> MiniLMEmbedder:
     return MiniLMEmbedder(threads=2)
 
 
-def embedded_services(data_dir: Path, embedder: MiniLMEmbedder) -> Services:
+def embedded_services(data_dir: Path, embedder: MiniLMEmbedder, stt: SpeechToText = WHISPER) -> Services:
     return Services(
         store=SQLiteMemoryStore(data_dir / "memories.db"),
         index=NumpyVectorIndex(data_dir / "vectors.db"),
@@ -43,6 +72,7 @@ def embedded_services(data_dir: Path, embedder: MiniLMEmbedder) -> Services:
         kv=SQLiteKeyValue(data_dir / "kv.db"),
         embedder=embedder,
         llm=RuleBasedLanguageModel(embedder),
+        stt=stt,
     )
 
 

@@ -65,6 +65,7 @@ async def test_a_store_outage_is_a_503_with_a_json_body(tmp_path: Path, embedder
         kv=base.kv,
         embedder=base.embedder,
         llm=base.llm,
+        stt=base.stt,
     )
     async with AsyncTestClient(app=create_app(Settings(data_dir=tmp_path), services=services)) as client:
         headers = {"Authorization": f"Bearer {await TokenService(services.kv).create('alice')}"}
@@ -88,6 +89,7 @@ async def test_a_failed_index_write_keeps_the_memory_and_is_repaired_on_the_next
         kv=base.kv,
         embedder=embedder,
         llm=base.llm,  # type: ignore[arg-type]
+        stt=base.stt,
     )
     search = {"query": "car insurance renewal"}
     async with AsyncTestClient(app=create_app(settings, services=services)) as client:

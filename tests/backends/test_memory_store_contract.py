@@ -229,6 +229,23 @@ async def test_list_combines_filters_with_pagination(store: MemoryStore) -> None
     assert page == ["m11", "m07"]
 
 
+async def test_list_json_is_the_page_as_the_contract_json(store: MemoryStore) -> None:
+    for i in range(4):
+        category: Category = "work" if i % 2 else "health"
+        await store.put(
+            "alice", memory(f"j{i}", at=timedelta(minutes=i), category=category, discarded=i == 3)
+        )
+    for query in (
+        MemoryQuery(),
+        MemoryQuery(limit=2, offset=1),
+        MemoryQuery(include_discarded=False, category="work"),
+        MemoryQuery(limit=0),
+    ):
+        page = await store.list_json("alice", query)
+        assert msgspec.json.decode(page, type=list[Memory]) == await store.list("alice", query)
+        assert page == msgspec.json.encode(await store.list("alice", query))
+
+
 async def test_list_is_per_user(store: MemoryStore) -> None:
     await store.put("alice", memory("a1"))
     await store.put("bob", memory("b1"))

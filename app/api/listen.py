@@ -1,0 +1,185 @@
+"""The ``/listen`` WebSocket (contract section 4): live audio in, transcript segments out.
+
+Query parameters: ``uid``, ``language`` (en), ``sample_rate`` (8000), ``codec`` (pcm8 |
+pcm16 | opus), ``channels`` (1), ``include_speech_profile`` (true), ``new_memory_watch``
+(false); booleans are ``true``/``false`` as the app sends them (``1``/``0`` too).
+Credentials: the ``Authorization`` header, or a ``token`` query parameter for browsers.
+
+Every refusal is a close frame with a reason (at most 123 bytes), after the handshake so that
+the client can read it (a refusal before the handshake reaches a client only as an HTTP 403):
+
+====  ===================================================================================
+1003  a text frame (audio is binary only); an unknown codec; a sample rate, channel count
+      or language the server does not take
+1007  a frame that does not decode (garbage Opus, odd-length PCM)
+1008  no, or bad, credentials; a ``uid`` that is not the caller's; a query parameter that
+      does not parse (``sample_rate=abc``, ``new_memory_watch=maybe``)
+1009  a frame over 64 KiB (the server's own WebSocket limit, ``ws_max_size``, is 1 MiB)
+1011  the speech-to-text engine failed or cannot be reached
+====  ===================================================================================
+
+A close ends that session only: what it had transcribed still becomes a memory, and other
+sessions never notice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+
+from litestar import WebSocket, websocket
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+
+from app.api.auth import provide_uid, require_user
+from app.core.audio import MAX_FRAME_BYTES, AudioError
+from app.core.listen import ListenManager, ListenParams, ListenSession
+
+__all__ = ["ParamError", "listen", "parse_params"]
+
+log = logging.getLogger("omi_backend.listen")
+
+POLICY: Final = 1008
+UNSUPPORTED: Final = 1003
+TOO_BIG: Final = 1009
+ENGINE_FAILED: Final = 1011
+_BOOLEANS: Final = {"true": True, "false": False, "1": True, "0": False}
+
+
+class ParamError(ValueError):
+    """A query parameter that does not parse."""
+
+
+def _integer(query: Mapping[str, str], name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 9:
+        raise ParamError(f"{name} must be a whole number, not {raw[:20]!r}")
+    return int(raw)
+
+
+def _boolean(query: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    value = _BOOLEANS.get(raw.lower())
+    if value is None:
+        raise ParamError(f"{name} must be true or false, not {raw[:20]!r}")
+    return value
+
+
+def parse_params(query: Mapping[str, str]) -> ListenParams:
+    """The session parameters of a ``/listen`` query string (raises :class:`ParamError`)."""
+    language = query.get("language") or "en"
+    if len(language) > 16:
+        raise ParamError("language is too long")
+    return ListenParams(
+        language=language,
+        sample_rate=_integer(query, "sample_rate", 8000),
+        codec=query.get("codec") or "pcm8",
+        channels=_integer(query, "channels", 1),
+        include_speech_profile=_boolean(query, "include_speech_profile", True),
+        new_memory_watch=_boolean(query, "new_memory_watch", False),
+    )
+
+
+def _reason(text: str) -> str:
+    """``text`` cut to the 123 bytes a close frame's reason may hold."""
+    data = text.encode()
+    return text if len(data) <= 123 else data[:120].decode(errors="ignore") + "..."
+
+
+class _Sink:
+    """The session's side of the socket: text frames until the socket is closed."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
+        self.socket = socket
+        self.closed = False
+
+    async def send_text(self, text: str) -> None:
+        if self.closed:
+            raise ConnectionError("the socket is closed")
+        await self.socket.send_data(text, mode="text")
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self.socket.close(code, _reason(reason))
+        except Exception as exc:  # the client is already gone
+            log.debug("listen: close failed: %s", exc)
+
+
+async def _refuse(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
+    """Accept only to say why not: a close before the handshake would lose code and reason."""
+    await socket.accept()
+    await socket.close(code, _reason(reason))
+
+
+@websocket("/listen", name="listen")
+async def listen(socket: WebSocket[Any, Any, Any]) -> None:
+    """Live transcription: binary audio frames in; segment arrays, pings and memory events out.
+
+    Authentication is the first thing done, by :func:`require_user` itself (called here
+    rather than as a guard so that a refusal is a 1008 close the client can read).
+    """
+    try:
+        await require_user(socket, socket.route_handler)
+        uid = await provide_uid(socket.scope)
+        params = parse_params(socket.query_params)
+    except (NotAuthorizedException, PermissionDeniedException) as exc:
+        return await _refuse(socket, POLICY, exc.detail)
+    except ParamError as exc:
+        return await _refuse(socket, POLICY, str(exc))
+    manager: ListenManager = socket.app.state.listen
+    await socket.accept()
+    sink = _Sink(socket)
+    try:
+        session = await manager.open(uid, params, sink)
+    except AudioError as exc:
+        return await sink.close(exc.close_code, str(exc))
+    except ValueError as exc:  # a language the engine does not know
+        return await sink.close(UNSUPPORTED, str(exc))
+    except Exception as exc:
+        log.exception("listen: the speech-to-text engine could not start")
+        return await sink.close(ENGINE_FAILED, f"speech-to-text unavailable: {type(exc).__name__}")
+    try:
+        await _receive(socket, session, sink)
+    except Exception:
+        log.exception("listen: session %s failed", session.id)
+        await sink.close(ENGINE_FAILED, "internal error")
+    finally:
+        await manager.end(session)
+
+
+async def _receive(socket: WebSocket[Any, Any, Any], session: ListenSession, sink: _Sink) -> None:
+    """Feed binary frames to the session until the client goes or a frame is refused."""
+    while True:
+        message = await socket.receive()
+        if message["type"] != "websocket.receive":
+            sink.closed = True  # the client closed or went away
+            return
+        frame = message.get("bytes")
+        refusal = _refusal(frame)
+        if refusal is None:
+            try:
+                await session.feed(frame or b"")
+                continue
+            except AudioError as exc:
+                refusal = exc.close_code, str(exc)
+            except Exception as exc:  # the engine's stream failed for good
+                log.exception("listen: the speech-to-text stream of session %s failed", session.id)
+                refusal = ENGINE_FAILED, f"speech recognition failed: {type(exc).__name__}"
+        await sink.close(*refusal)
+        return
+
+
+def _refusal(frame: bytes | None) -> tuple[int, str] | None:
+    """The close code and reason for a frame refused before decoding, or ``None``."""
+    if frame is None:
+        return UNSUPPORTED, "text frames are not accepted: send audio as binary frames"
+    if len(frame) > MAX_FRAME_BYTES:
+        return TOO_BIG, f"audio frame of {len(frame)} bytes is over the {MAX_FRAME_BYTES}-byte limit"
+    return None
