@@ -1,4 +1,6 @@
-"""The ``omi-backend`` console script: ``serve``, ``users create|revoke``, ``keys create|revoke``.
+"""The ``omi-backend`` console script: ``serve``, ``users create|revoke``, ``keys create|revoke``,
+``plugins list``, and the operations commands ``doctor``, ``reindex`` and ``migrate`` (each in
+its own module under :mod:`app.ops`).
 
 Secrets go to stdout alone (so ``TOKEN=$(omi-backend users create alice)`` works);
 everything else goes to stderr.
@@ -12,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from app.config import Settings, SettingsError
+from app.ops import doctor, migrate, reindex
 
 __all__ = ["main"]
 
@@ -78,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     plugins_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for operation in (doctor, reindex, migrate):
+        operation.register(commands)
     return parser
 
 
@@ -152,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"omi-backend: {exc}", file=sys.stderr)
         return 2
     try:
+        if getattr(args, "run", None) is not None:  # an operations command (app.ops)
+            status: int = asyncio.run(args.run(settings, args))
+            return status
         if args.command == "serve":
             return _serve(settings, args)
         if args.command == "plugins":

@@ -16,12 +16,12 @@ from dotenv import dotenv_values
 
 __all__ = ["Settings", "SettingsError"]
 
-# Production adapters (firestore, pinecone, gcs, openai) join these as they land.
-MemoryStoreKind = Literal["sqlite"]
-VectorIndexKind = Literal["numpy"]
-BlobStoreKind = Literal["file"]
-LanguageModelKind = Literal["rules"]
-EmbedderKind = Literal["minilm"]
+# Each port's adapters: the embedded one first (the default), then the production one.
+MemoryStoreKind = Literal["sqlite", "firestore"]
+VectorIndexKind = Literal["numpy", "pinecone"]
+BlobStoreKind = Literal["file", "gcs"]
+LanguageModelKind = Literal["rules", "openai"]
+EmbedderKind = Literal["minilm", "openai"]
 SpeechToTextKind = Literal["whisper", "deepgram"]
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 
@@ -54,12 +54,43 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     integrations_api_key: str | None = None
     plugins_catalogue: str | None = None
     plugins_blocked: str = ""
+    web_secret: str | None = None
+    web_secure_cookies: bool = False
+    web_session_days: Annotated[float, msgspec.Meta(gt=0, le=366)] = 14.0
     stt: SpeechToTextKind = "whisper"
     deepgram_api_key: str | None = None
     deepgram_url: str | None = None
     whisper_workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     memory_silence_seconds: PositiveSeconds = 120.0
     listen_ping_seconds: PositiveSeconds = 30.0
+    redis_prefix: str = ""
+    firestore_project: str | None = None
+    firestore_database: str = "(default)"
+    pinecone_api_key: str | None = None
+    pinecone_host: str | None = None
+    pinecone_namespace: str = ""
+    gcs_bucket: str | None = None
+    gcs_prefix: str = ""
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_embedding_model: str = "text-embedding-3-small"
+    openai_embedding_dimensions: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    backend_timeout: PositiveSeconds = 30.0
+    backend_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+
+    def __post_init__(self) -> None:
+        problems = []
+        for choice, needed in _required(self).items():
+            if absent := [name for name, value in needed.items() if not value]:
+                problems.append(f"{choice} needs {' and '.join(absent)}")
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    @property
+    def firestore_project_id(self) -> str | None:
+        """The Firestore project: ``OMI_FIRESTORE_PROJECT``, else ``FIREBASE_PROJECT_ID``."""
+        return self.firestore_project or self.firebase_project_id
 
     @property
     def blocked_plugins(self) -> frozenset[str]:
@@ -113,13 +144,53 @@ _ENV_NAMES: dict[str, str] = {
     "integrations_api_key": "OMI_INTEGRATIONS_API_KEY",
     "plugins_catalogue": "OMI_PLUGINS_CATALOGUE",
     "plugins_blocked": "OMI_PLUGINS_BLOCKED",
+    "web_secret": "OMI_WEB_SECRET",
+    "web_secure_cookies": "OMI_WEB_SECURE_COOKIES",
+    "web_session_days": "OMI_WEB_SESSION_DAYS",
     "stt": "OMI_STT",
     "deepgram_api_key": "DEEPGRAM_API_KEY",
     "deepgram_url": "OMI_DEEPGRAM_URL",
     "whisper_workers": "OMI_WHISPER_WORKERS",
     "memory_silence_seconds": "OMI_MEMORY_SILENCE_SECONDS",
     "listen_ping_seconds": "OMI_LISTEN_PING_SECONDS",
+    "redis_prefix": "OMI_REDIS_PREFIX",
+    "firestore_project": "OMI_FIRESTORE_PROJECT",
+    "firestore_database": "OMI_FIRESTORE_DATABASE",
+    "pinecone_api_key": "PINECONE_API_KEY",
+    "pinecone_host": "PINECONE_HOST",
+    "pinecone_namespace": "PINECONE_NAMESPACE",
+    "gcs_bucket": "OMI_GCS_BUCKET",
+    "gcs_prefix": "OMI_GCS_PREFIX",
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_base_url": "OPENAI_BASE_URL",
+    "openai_model": "OMI_OPENAI_MODEL",
+    "openai_embedding_model": "OMI_OPENAI_EMBEDDING_MODEL",
+    "openai_embedding_dimensions": "OMI_OPENAI_EMBEDDING_DIMENSIONS",
+    "backend_timeout": "OMI_BACKEND_TIMEOUT",
+    "backend_retries": "OMI_BACKEND_RETRIES",
 }
+
+
+def _required(settings: Settings) -> dict[str, dict[str, object]]:
+    """For each production adapter chosen, the settings it cannot start without (by variable)."""
+    needs: dict[str, dict[str, object]] = {}
+    if settings.memory_store == "firestore":
+        project = settings.firestore_project_id
+        needs["OMI_MEMORY_STORE=firestore"] = {"OMI_FIRESTORE_PROJECT (or FIREBASE_PROJECT_ID)": project}
+    if settings.vector_index == "pinecone":
+        needs["OMI_VECTOR_INDEX=pinecone"] = {
+            "PINECONE_API_KEY": settings.pinecone_api_key,
+            "PINECONE_HOST": settings.pinecone_host,
+        }
+    if settings.blob_store == "gcs":
+        needs["OMI_BLOB_STORE=gcs"] = {"OMI_GCS_BUCKET": settings.gcs_bucket}
+    # An OpenAI-compatible server of your own (OPENAI_BASE_URL) may need no key.
+    key = settings.openai_api_key or settings.openai_base_url
+    if settings.language_model == "openai":
+        needs["OMI_LANGUAGE_MODEL=openai"] = {"OPENAI_API_KEY (or OPENAI_BASE_URL)": key}
+    if settings.embedder == "openai":
+        needs["OMI_EMBEDDER=openai"] = {"OPENAI_API_KEY (or OPENAI_BASE_URL)": key}
+    return needs
 
 
 def _decode(kind: type, value: object) -> object:

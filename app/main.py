@@ -14,6 +14,14 @@ from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
+from app.adapters import (
+    build_blob_store,
+    build_embedder,
+    build_key_value,
+    build_language_model,
+    build_memory_store,
+    build_vector_index,
+)
 from app.api.auth import Authenticator, provide_uid
 from app.api.listen import listen as listen_socket
 from app.api.memories import MemoriesController
@@ -25,7 +33,7 @@ from app.core.errors import BackendUnavailable
 from app.core.listen import ListenConfig, ListenManager
 from app.core.models import TranscriptSegment
 from app.core.pipeline import MemoryPipeline
-from app.core.ports import KeyValue, SpeechToText
+from app.core.ports import SpeechToText
 from app.core.services import Services
 from app.core.tokens import TokenService
 from app.plugins.catalogue import Catalogue
@@ -33,21 +41,11 @@ from app.plugins.context import PluginContext
 from app.plugins.host import PluginHost
 from app.plugins.manager import PluginLoad, build_plugin_manager
 from app.plugins.types import TranscriptSession
+from app.web import build_web
 
 __all__ = ["build_key_value", "build_services", "build_speech_to_text", "create_app"]
 
 log = logging.getLogger("omi_backend")
-
-
-def build_key_value(settings: Settings) -> KeyValue:
-    """The KeyValue adapter the settings ask for (the CLI needs only this one)."""
-    if settings.redis_url:
-        from app.backends.redis_kv import RedisKeyValue
-
-        return RedisKeyValue(settings.redis_url)
-    from app.backends.sqlite_kv import SQLiteKeyValue
-
-    return SQLiteKeyValue(settings.data_dir / "kv.db")
 
 
 def build_speech_to_text(settings: Settings) -> SpeechToText:
@@ -76,21 +74,16 @@ def _deepgram_environment(url: str | None) -> Any:
 
 
 def build_services(settings: Settings) -> Services:
-    """One adapter per port, chosen from the settings; nothing else branches on the choice."""
-    from app.backends.file_blobs import FileBlobStore
-    from app.backends.minilm_embedder import MiniLMEmbedder
-    from app.backends.numpy_index import NumpyVectorIndex
-    from app.backends.sqlite_store import SQLiteMemoryStore
-    from app.core.structurer import RuleBasedLanguageModel
-
-    embedder = MiniLMEmbedder(threads=settings.inference_threads)
+    """One adapter per port, chosen from the settings (the builders in :mod:`app.adapters`);
+    nothing else branches on the choice."""
+    embedder = build_embedder(settings)
     return Services(
-        store=SQLiteMemoryStore(settings.data_dir / "memories.db"),
-        index=NumpyVectorIndex(settings.data_dir / "vectors.db"),
-        blobs=FileBlobStore(settings.data_dir / "blobs"),
+        store=build_memory_store(settings),
+        index=build_vector_index(settings),
+        blobs=build_blob_store(settings),
         kv=build_key_value(settings),
         embedder=embedder,
-        llm=RuleBasedLanguageModel(embedder),
+        llm=build_language_model(settings, embedder),
         stt=build_speech_to_text(settings),
     )
 
@@ -149,6 +142,7 @@ def create_app(
     for failure in plugins.failures:
         host.record_failure(failure.name, "load", failure.error)
     pipeline = MemoryPipeline(chosen, host)
+    web = build_web(settings, chosen.kv)
 
     async def on_transcript(session_id: str, uid: str, segments: list[TranscriptSegment]) -> None:
         await host.on_transcript(TranscriptSession(id=session_id, uid=uid), segments)
@@ -204,6 +198,7 @@ def create_app(
             SpeechProfileController,
             listen_socket,
             *host.routes(),
+            *web.route_handlers,
         ],
         dependencies={
             "uid": Provide(provide_uid),
@@ -225,6 +220,10 @@ def create_app(
             }
         ),
         lifespan=[lifespan],
+        on_startup=web.on_startup,
+        template_config=web.template_config,
+        plugins=web.plugins,
+        stores=web.stores,
         exception_handlers={
             HTTP_500_INTERNAL_SERVER_ERROR: _internal_error,
             BackendUnavailable: _unavailable,

@@ -77,6 +77,18 @@ class FileBlobStore:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 
+    def _walk(self, prefix: str) -> list[str]:
+        found, real_root = [], self.root.resolve()
+        for folder, _, files in os.walk(self.root):  # symlinked folders are not entered
+            rel = Path(folder).relative_to(self.root).as_posix()
+            for name in files:
+                if name.startswith(".") and name.endswith(".tmp"):  # a write in progress
+                    continue
+                path = name if rel == "." else f"{rel}/{name}"
+                if path.startswith(prefix) and (Path(folder) / name).resolve().is_relative_to(real_root):
+                    found.append(path)
+        return sorted(found)
+
     def _remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
             self._file(path).unlink()
@@ -99,6 +111,10 @@ class FileBlobStore:
         """Remove ``path``; a missing path is not an error."""
         check_blob_path(path)
         await asyncio.to_thread(self._remove, path)
+
+    async def paths(self, prefix: str = "") -> list[str]:
+        """Every stored path that starts with ``prefix``, sorted."""
+        return await asyncio.to_thread(self._walk, prefix)
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -14,26 +14,35 @@ Chunks carry their write's ``transcript_gen``; a reader that caught a newer writ
 ``docs/firestore-indexes.json`` deploys them, ``__name__`` descending implied): deleted +
 created_at desc; deleted + discarded + created_at desc; deleted + category + created_at desc;
 deleted + discarded + category + created_at desc. That file also exempts the bulky fields
-(transcripts, photos, free-form data, chunk bytes) from single-field indexing.
+(transcripts, photos, free-form data, chunk bytes) from single-field indexing. A query with
+``include_deleted`` and no other filter (what ``migrate`` sends) needs only the automatic
+single-field index on ``created_at``.
+
+Failures: transient errors are retried by the SDK's ``AsyncRetry`` until ``timeout``; what
+still fails (the service unreachable, the deadline exceeded, credentials refused) is raised as
+:class:`~app.core.errors.BackendUnavailable`, so the API answers 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from uuid import uuid4
 
 import msgspec
 from google.api_core import exceptions as gexc
 from google.api_core.retry import if_exception_type
 from google.api_core.retry_async import AsyncRetry
+from google.auth import exceptions as auth_exceptions
 from google.cloud.firestore import AsyncClient, AsyncDocumentReference, DocumentSnapshot
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from app.core.errors import BackendUnavailable
 from app.core.models import Memory, Message, aware
 from app.core.ports import MemoryQuery
 
@@ -49,6 +58,37 @@ _CHUNKS = "transcript_chunks"
 _GET_ALL_BATCH = 300
 _READ_ATTEMPTS = 5
 _memory_fields = frozenset(Memory.__struct_fields__)
+# What says "Firestore cannot serve this now", after the retries: a 503, not a bug.
+_OUTAGES = (
+    gexc.RetryError,
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.TooManyRequests,
+    gexc.Aborted,
+    gexc.Unauthenticated,
+    gexc.PermissionDenied,
+    gexc.ResourceExhausted,
+    auth_exceptions.GoogleAuthError,
+    TimeoutError,
+)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _outage_is_unavailable(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Raise an outage of Firestore as ``BackendUnavailable("firestore")``."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except _OUTAGES as exc:
+            raise BackendUnavailable("firestore", exc) from exc
+
+    return call
 
 
 def _size(value: Any) -> int:
@@ -186,6 +226,7 @@ class FirestoreMemoryStore:
             return _decode(data, packed)
         raise RuntimeError(f"transcript of {snap.reference.path} kept changing while being read")
 
+    @_outage_is_unavailable
     async def put(self, uid: str, memory: Memory) -> None:
         """Insert or replace ``memory`` (by its id) for ``uid``, with its chunks, atomically."""
         data, chunks = _encode(memory)
@@ -200,12 +241,14 @@ class FirestoreMemoryStore:
                 batch.delete(slot)
         await batch.commit(**self._opts)
 
+    @_outage_is_unavailable
     async def get(self, uid: str, memory_id: str) -> Memory | None:
         """The memory, deleted or not; ``None`` when ``uid`` has no memory with that id."""
         if not (_valid_id(uid) and _valid_id(memory_id)):
             return None
         return await self._load(await self._read(self._user(uid, "memories", memory_id)))
 
+    @_outage_is_unavailable
     async def get_many(self, uid: str, memory_ids: Sequence[str]) -> builtins.list[Memory]:
         """The memories among ``memory_ids`` that exist and are not deleted, in the given order."""
         ids = [i for i in dict.fromkeys(memory_ids) if _valid_id(i)] if _valid_id(uid) else []
@@ -217,11 +260,14 @@ class FirestoreMemoryStore:
         found = await asyncio.gather(*(self._load(snaps[i]) for i in ids if i in snaps))
         return [m for m in found if m is not None and not m.deleted]
 
+    @_outage_is_unavailable
     async def list(self, uid: str, query: MemoryQuery) -> builtins.list[Memory]:
-        """A page of ``uid``'s memories that are not deleted, newest ``created_at`` first (ties by id)."""
+        """A page of ``uid``'s memories, newest ``created_at`` first (ties by id), deleted ones if asked."""
         if query.limit <= 0 or not _valid_id(uid):
             return []
-        q = self._db.collection("users", uid, "memories").where(filter=FieldFilter("deleted", "==", False))
+        q: Any = self._db.collection("users", uid, "memories")
+        if not query.include_deleted:
+            q = q.where(filter=FieldFilter("deleted", "==", False))
         if not query.include_discarded:
             q = q.where(filter=FieldFilter("discarded", "==", False))
         if query.category is not None:
@@ -238,11 +284,13 @@ class FirestoreMemoryStore:
         """The page as the contract's JSON array."""
         return msgspec.json.encode(await self.list(uid, query))
 
+    @_outage_is_unavailable
     async def put_message(self, uid: str, message: Message) -> None:
         """Insert or replace a message (by its id) for ``uid``."""
         data = msgspec.to_builtins(message, builtin_types=(datetime,))
         await self._user(uid, "messages", message.id).set(data, **self._opts)
 
+    @_outage_is_unavailable
     async def list_messages(self, uid: str, limit: int = 100, offset: int = 0) -> builtins.list[Message]:
         """``uid``'s messages, newest ``created_at`` first (ties by id, descending)."""
         if limit <= 0 or not _valid_id(uid):
@@ -250,6 +298,16 @@ class FirestoreMemoryStore:
         q = self._db.collection("users", uid, "messages").order_by("created_at", direction="DESCENDING")
         q = q.order_by("__name__", direction="DESCENDING").offset(max(offset, 0)).limit(limit)
         return [msgspec.convert(_plain(s.to_dict()), Message) for s in await q.get(**self._opts)]
+
+    @_outage_is_unavailable
+    async def uids(self) -> builtins.list[str]:
+        """Every user with a memory or a message, sorted.
+
+        The ``users/{uid}`` documents are never written: they are listed as the (missing)
+        parents of those collections.
+        """
+        found = [ref.id async for ref in self._db.collection("users").list_documents(**self._opts)]
+        return sorted(found)
 
     async def close(self) -> None:
         """Close the client's channel if this store made the client; closing twice is harmless."""

@@ -4,20 +4,42 @@
 ``alice/speech_profile.wav`` is the object ``{prefix}alice/speech_profile.wav``; ``put`` answers
 with its ``gs://bucket/object`` URL. Paths are checked exactly as the file store checks them.
 An upload replaces the object in one step: readers see the old bytes or the new ones.
+
+Failures: transient errors are retried (``DEFAULT_RETRY``) until ``timeout``; what still
+fails (unreachable, the deadline passed, credentials refused, a 5xx) is raised as
+:class:`~app.core.errors.BackendUnavailable`, so the API answers 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from typing import TypeVar
 
+import requests
+from google.api_core import exceptions as gexc
 from google.api_core.exceptions import NotFound
+from google.auth import exceptions as auth_exceptions
 from google.cloud.storage import Blob, Client
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from app.backends.file_blobs import check_blob_path
+from app.core.errors import BackendUnavailable
 
 __all__ = ["GCSBlobStore"]
+
+T = TypeVar("T")
+_OUTAGES = (
+    gexc.RetryError,
+    gexc.ServerError,
+    gexc.TooManyRequests,
+    gexc.Unauthorized,
+    gexc.Forbidden,
+    auth_exceptions.GoogleAuthError,
+    requests.ConnectionError,
+    requests.Timeout,
+)
 
 
 class GCSBlobStore:
@@ -66,6 +88,19 @@ class GCSBlobStore:
         with contextlib.suppress(NotFound):
             blob.delete(timeout=self._timeout, retry=self._retry)
 
+    def _list(self, prefix: str) -> list[str]:
+        blobs = self._client.list_blobs(
+            self._bucket, prefix=self._prefix + prefix, timeout=self._timeout, retry=self._retry
+        )
+        return sorted(blob.name.removeprefix(self._prefix) for blob in blobs)
+
+    async def _run(self, call: Callable[..., T], *args: object) -> T:
+        """``call(*args)`` in a worker thread; an outage raised as ``BackendUnavailable``."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except _OUTAGES as exc:
+            raise BackendUnavailable("gcs", exc) from exc
+
     async def put(self, path: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         """Store ``data`` at ``path`` (replacing it) and return its ``gs://`` URL.
 
@@ -73,16 +108,20 @@ class GCSBlobStore:
             ValueError: ``path`` is not a safe relative path (see ``check_blob_path``).
         """
         blob = self._blob(path)
-        await asyncio.to_thread(self._upload, blob, data, content_type)
+        await self._run(self._upload, blob, data, content_type)
         return f"gs://{self._bucket.name}/{blob.name}"
 
     async def get(self, path: str) -> bytes | None:
         """The stored bytes, or ``None``."""
-        return await asyncio.to_thread(self._download, self._blob(path))
+        return await self._run(self._download, self._blob(path))
 
     async def delete(self, path: str) -> None:
         """Remove ``path``; a missing path is not an error."""
-        await asyncio.to_thread(self._delete, self._blob(path))
+        await self._run(self._delete, self._blob(path))
+
+    async def paths(self, prefix: str = "") -> list[str]:
+        """Every stored path that starts with ``prefix``, sorted."""
+        return await self._run(self._list, prefix)
 
     async def close(self) -> None:
         """Close the client's HTTP session if this store made the client; twice is harmless."""

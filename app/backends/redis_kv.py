@@ -2,7 +2,11 @@
 
 Redis's own errors are translated to the port's: ``WRONGTYPE`` (a call meant for another
 kind of key) becomes ``TypeError``, any other refusal (a value that is not an integer, an
-overflow) ``ValueError``.
+overflow) ``ValueError``; a server that cannot be reached or does not answer (after the
+client's own retries) :class:`~app.core.errors.BackendUnavailable`.
+
+With a ``prefix``, every key this adapter touches is stored as ``prefix + key`` (``keys``
+answers without it), so several deployments, or tests, can share one Redis database.
 """
 
 from __future__ import annotations
@@ -12,7 +16,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.core.errors import BackendUnavailable
 
 __all__ = ["RedisKeyValue", "escape_glob"]
 
@@ -47,6 +55,8 @@ async def _translated() -> AsyncIterator[None]:
         if str(exc).startswith("WRONGTYPE"):
             raise TypeError(str(exc)) from exc
         raise ValueError(str(exc)) from exc
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise BackendUnavailable("redis", exc) from exc
 
 
 class RedisKeyValue:
@@ -54,62 +64,80 @@ class RedisKeyValue:
 
     Args:
         url: A ``redis://`` (or ``rediss://``) URL, optionally with a database number.
+        prefix: Put before every key, e.g. ``omi:``; ``keys`` strips it again.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str = "") -> None:
         self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._prefix = prefix
         self._closed = False
+
+    def _k(self, key: str) -> str:
+        return self._prefix + key
 
     async def get(self, key: str) -> str | None:
         """The string at ``key``, or ``None``."""
         async with _translated():
-            value = await self._redis.get(key)
+            value = await self._redis.get(self._k(key))
         return None if value is None else _text(value)
 
     async def set(self, key: str, value: str, *, ttl: float | None = None) -> None:
         """Store a string, replacing ``key`` whatever it held; ``ttl`` seconds from now it expires."""
-        await self._redis.set(key, value, px=_millis(ttl))
+        px = _millis(ttl)
+        async with _translated():
+            await self._redis.set(self._k(key), value, px=px)
 
     async def add(self, key: str, value: str, *, ttl: float | None = None) -> bool:
         """Set ``key`` only if it does not exist; ``True`` when it was set."""
-        return bool(await self._redis.set(key, value, px=_millis(ttl), nx=True))
+        px = _millis(ttl)
+        async with _translated():
+            return bool(await self._redis.set(self._k(key), value, px=px, nx=True))
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds until ``key`` expires; ``None`` when it does not exist or never expires."""
+        async with _translated():
+            millis = int(await self._redis.pttl(self._k(key)))
+        return millis / 1000 if millis >= 0 else None
 
     async def delete(self, *keys: str) -> int:
         """Delete the keys (of any kind); the number that existed."""
-        return int(await self._redis.delete(*keys)) if keys else 0
+        if not keys:
+            return 0
+        async with _translated():
+            return int(await self._redis.delete(*map(self._k, keys)))
 
     async def incr(self, key: str, amount: int = 1) -> int:
         """Add ``amount`` to an integer value (missing counts as 0) and return the result."""
         async with _translated():
-            return int(await self._redis.incrby(key, amount))
+            return int(await self._redis.incrby(self._k(key), amount))
 
     async def append(self, key: str, *values: str) -> int:
         """Append to the list at ``key``; the list's new length."""
         async with _translated():
             if not values:
-                return int(await self._redis.llen(key))
-            return int(await self._redis.rpush(key, *values))
+                return int(await self._redis.llen(self._k(key)))
+            return int(await self._redis.rpush(self._k(key), *values))
 
     async def items(self, key: str, start: int = 0, stop: int = -1) -> list[str]:
         """Elements ``start``..``stop`` (inclusive, negative from the end) of the list at ``key``."""
         async with _translated():
-            return [_text(item) for item in await self._redis.lrange(key, start, stop)]
+            return [_text(item) for item in await self._redis.lrange(self._k(key), start, stop)]
 
     async def hset(self, key: str, field: str, value: str) -> None:
         """Set one field of the hash at ``key``."""
         async with _translated():
-            await self._redis.hset(key, field, value)
+            await self._redis.hset(self._k(key), field, value)
 
     async def hget(self, key: str, field: str) -> str | None:
         """One field of the hash at ``key``, or ``None``."""
         async with _translated():
-            value = await self._redis.hget(key, field)
+            value = await self._redis.hget(self._k(key), field)
         return None if value is None else _text(value)
 
     async def hgetall(self, key: str) -> dict[str, str]:
         """Every field of the hash at ``key`` (empty when it is missing)."""
         async with _translated():
-            found = await self._redis.hgetall(key)
+            found = await self._redis.hgetall(self._k(key))
         return {_text(field): _text(value) for field, value in found.items()}
 
     async def hdel(self, key: str, *fields: str) -> int:
@@ -117,13 +145,20 @@ class RedisKeyValue:
         if not fields:
             return 0
         async with _translated():
-            return int(await self._redis.hdel(key, *fields))
+            return int(await self._redis.hdel(self._k(key), *fields))
 
     async def keys(self, prefix: str) -> list[str]:
         """Every live key that starts with ``prefix`` (any kind), sorted."""
-        pattern = escape_glob(prefix) + "*"
-        found = {_text(key) async for key in self._redis.scan_iter(match=pattern, count=1000)}
+        pattern = escape_glob(self._k(prefix)) + "*"
+        strip = len(self._prefix)
+        async with _translated():
+            found = {_text(key)[strip:] async for key in self._redis.scan_iter(match=pattern, count=1000)}
         return sorted(found)
+
+    async def ping(self) -> None:
+        """Ask the server for a PONG (``doctor``)."""
+        async with _translated():
+            await self._redis.ping()
 
     async def close(self) -> None:
         """Close the connection pool; closing twice is harmless."""

@@ -73,6 +73,12 @@ def _set(conn: sqlite3.Connection, key: str, value: str, ttl: float | None, only
     return True
 
 
+def _ttl(conn: sqlite3.Connection, key: str) -> float | None:
+    _kind(conn, key)  # purges the key if it has expired
+    row = conn.execute("SELECT expires_at FROM strings WHERE key = ?", (key,)).fetchone()
+    return None if row is None or row[0] is None else max(float(row[0]) - time.time(), 0.001)
+
+
 def _incr(conn: sqlite3.Connection, key: str, amount: int) -> int:
     if not _expect(conn, key, "strings"):
         conn.execute("INSERT INTO strings (key, value) VALUES (?, '0')", (key,))
@@ -187,6 +193,10 @@ class SQLiteKeyValue:
         """Set ``key`` only if it does not exist; ``True`` when it was set."""
         _check_ttl(ttl)
         return await self._db.run(_set, key, value, ttl, only_new=True)
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds until ``key`` expires; ``None`` when it does not exist or never expires."""
+        return await self._db.run(_ttl, key)
 
     async def delete(self, *keys: str) -> int:
         """Delete the keys (of any kind); the number that existed."""

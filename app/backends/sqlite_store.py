@@ -89,7 +89,7 @@ def _get_many(conn: sqlite3.Connection, uid: str, ids: list[str]) -> dict[str, b
 
 
 def _list(conn: sqlite3.Connection, uid: str, query: MemoryQuery) -> list[bytes]:
-    where = ["uid = ?", "deleted = 0"]
+    where = ["uid = ?"] if query.include_deleted else ["uid = ?", "deleted = 0"]
     args: list[Any] = [uid]
     if not query.include_discarded:
         where.append("discarded = 0")
@@ -125,6 +125,11 @@ def _list_messages(conn: sqlite3.Connection, uid: str, limit: int, offset: int) 
     return [bytes(row[0]) for row in rows]
 
 
+def _uids(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute("SELECT uid FROM memories UNION SELECT uid FROM messages ORDER BY uid")
+    return [str(row[0]) for row in rows]
+
+
 class SQLiteMemoryStore:
     """Memories and messages in a WAL-mode SQLite file, all SQL on the database's own thread.
 
@@ -157,7 +162,7 @@ class SQLiteMemoryStore:
         return [_memory_decoder.decode(found[i]) for i in ids if i in found]
 
     async def list(self, uid: str, query: MemoryQuery) -> builtins.list[Memory]:
-        """A page of ``uid``'s memories that are not deleted, newest ``created_at`` first.
+        """A page of ``uid``'s memories (not deleted ones, unless asked), newest ``created_at`` first.
 
         ``start``/``end`` bound ``created_at`` inclusively; ties are ordered by id, descending.
         """
@@ -182,6 +187,10 @@ class SQLiteMemoryStore:
             return []
         rows = await self._db.run(_list_messages, uid, limit, max(offset, 0))
         return [_message_decoder.decode(raw) for raw in rows]
+
+    async def uids(self) -> builtins.list[str]:
+        """Every user with a memory (deleted ones too) or a message, sorted."""
+        return await self._db.run(_uids)
 
     async def close(self) -> None:
         """Close the database; closing twice is harmless."""

@@ -33,6 +33,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from app.core.activity import VoiceActivity
 from app.core.audio import TARGET_RATE, AudioDecoder, make_decoder
 from app.core.journal import OpenJournal, ProcessingMemories, ResumeOffer
 from app.core.models import Memory, TranscriptSegment, utcnow
@@ -122,7 +123,8 @@ class ListenManager:
         self.clock = clock
         self.sessions: set[ListenSession] = set()
         self._ending: dict[str, asyncio.Task[None]] = {}  # uid -> the end of its last session
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._saving: set[asyncio.Future[Any]] = set()  # memories being made
+        self._dispatches: set[asyncio.Future[Any]] = set()  # on_transcript calls
 
     async def open(self, uid: str, params: ListenParams, sink: ClientSink) -> ListenSession:
         """Start a session: decoder, resume, speech profile, engine stream, timers.
@@ -146,7 +148,7 @@ class ListenManager:
         self.sessions.discard(session)
         task = asyncio.create_task(session.finish(), name=f"listen-end-{session.id}")
         self._ending[session.uid] = task
-        self._keep(task)
+        self.spawn(task, saving=True)
 
         def forget(done: asyncio.Task[None]) -> None:
             if self._ending.get(session.uid) is done:
@@ -160,20 +162,23 @@ class ListenManager:
         return await self.journals.recover()
 
     async def close(self) -> None:
-        """Wait (bounded) for sessions that are saving and for plugin dispatches."""
-        pending = [t for t in self._tasks if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=self.config.finish_timeout)
+        """Wait (bounded) for the memories being made; stop the plugin dispatches still running."""
+        if self._saving:
+            await asyncio.wait(set(self._saving), timeout=self.config.finish_timeout)
+        for task in set(self._dispatches):
+            task.cancel()
 
-    def spawn(self, work: Awaitable[Any]) -> None:
-        """Run ``work`` in the background (fire and forget, kept until done, failures logged)."""
-        self._keep(asyncio.ensure_future(work))
+    def spawn(self, work: Awaitable[Any], *, saving: bool = False) -> None:
+        """Run ``work`` in the background, kept until done, failures logged.
 
-    def _keep(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.add(task)
+        ``saving`` work (making a memory) is waited for at shutdown; the rest is cancelled.
+        """
+        task = asyncio.ensure_future(work)
+        tasks = self._saving if saving else self._dispatches
+        tasks.add(task)
 
         def done(finished: asyncio.Future[Any]) -> None:
-            self._tasks.discard(finished)
+            tasks.discard(finished)
             if not finished.cancelled() and finished.exception() is not None:
                 log.error("background task failed", exc_info=finished.exception())
 
@@ -192,6 +197,7 @@ class ListenSession:
         self.id = uuid.uuid4().hex
         self._sink = sink
         self._decoder = decoder
+        self._voice = VoiceActivity()
         self._journals = manager.journals
         self._config = manager.config
         self._stream: SpeechStream | None = None
@@ -206,7 +212,7 @@ class ListenSession:
         self._send_lock = asyncio.Lock()
         self._client_gone = False
         self._spoke = asyncio.Event()
-        self._last_speech: float | None = None  # loop time
+        self._last_speech: float | None = None  # loop time of the last words or voiced audio
         self._last_speech_at: datetime | None = None  # the same, wall clock
         self._timers: list[asyncio.Task[None]] = []
         self._creating: asyncio.Task[tuple[OpenJournal, Memory] | None] | None = None
@@ -243,6 +249,8 @@ class ListenSession:
         pcm = self._decoder.decode(frame)
         if pcm and self._stream is not None:
             self._live_bytes += len(pcm)
+            if self._voice.voiced(pcm):  # someone is talking: the silence timer starts again
+                self._heard()
             await self._stream.send(pcm)
 
     async def finish(self) -> None:
@@ -295,8 +303,7 @@ class ListenSession:
             processing = self._processing
             await self._journals.append(processing.journal, live)
             merge_into(processing.segments, live)
-            self._last_speech = asyncio.get_running_loop().time()
-            self._last_speech_at = self.manager.clock()
+            self._heard()
             self._spoke.set()
         if created:
             await self._event(
@@ -377,6 +384,10 @@ class ListenSession:
         )
         return journal, memory
 
+    def _heard(self) -> None:
+        self._last_speech = asyncio.get_running_loop().time()
+        self._last_speech_at = self.manager.clock()
+
     def _window_left(self) -> float:
         if self._last_speech is None:
             return 0.0
@@ -397,7 +408,7 @@ class ListenSession:
                 continue
             # its own task: finish() cancels this watcher, never a memory half made
             self._creating = asyncio.create_task(self._make_memory(), name=f"listen-memory-{self.id}")
-            self.manager.spawn(self._creating)
+            self.manager.spawn(self._creating, saving=True)
             await asyncio.shield(self._creating)
 
     # -- client ------------------------------------------------------------------------------

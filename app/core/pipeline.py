@@ -131,6 +131,13 @@ class MemoryPipeline:
             await self._index(uid, memory)
         return memory
 
+    async def discard(self, uid: str, memory: Memory) -> Memory:
+        """Mark ``memory`` discarded (kept, shown as such, left out of search) and remove its vector."""
+        memory.discarded = True
+        await self.services.store.put(uid, memory)
+        await self.services.index.delete([vector_id(uid, memory.id)])
+        return memory
+
     async def delete(self, uid: str, memory: Memory) -> None:
         """Soft-delete ``memory`` and remove its vector."""
         memory.deleted = True

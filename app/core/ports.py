@@ -39,11 +39,16 @@ Vector = npt.NDArray[np.float32]
 
 
 class MemoryQuery(msgspec.Struct, kw_only=True, frozen=True):
-    """Which of a user's memories to list: newest (``created_at``) first, deleted never."""
+    """Which of a user's memories to list: newest (``created_at``) first.
+
+    Deleted memories only with ``include_deleted`` (``migrate`` copies them; Firestore's
+    declared indexes cover it without the other filters, which is how ``migrate`` asks).
+    """
 
     limit: int = 100
     offset: int = 0
     include_discarded: bool = True
+    include_deleted: bool = False
     category: str | None = None
     start: datetime | None = None
     end: datetime | None = None
@@ -77,6 +82,9 @@ class MemoryStore(Protocol):
 
     async def list_messages(self, uid: str, limit: int = 100, offset: int = 0) -> builtins.list[Message]:
         """``uid``'s messages, newest first."""
+
+    async def uids(self) -> builtins.list[str]:
+        """Every user with at least one memory (deleted ones too) or message, sorted."""
 
     async def close(self) -> None:
         """Release connections."""
@@ -139,6 +147,9 @@ class BlobStore(Protocol):
     async def delete(self, path: str) -> None:
         """Remove ``path``; a missing path is not an error."""
 
+    async def paths(self, prefix: str = "") -> list[str]:
+        """Every stored path that starts with ``prefix``, sorted."""
+
     async def close(self) -> None:
         """Release connections."""
 
@@ -156,6 +167,9 @@ class KeyValue(Protocol):
 
     async def add(self, key: str, value: str, *, ttl: float | None = None) -> bool:
         """Set ``key`` only if it does not exist; ``True`` when it was set."""
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds until ``key`` expires; ``None`` when it does not exist or never expires."""
 
     async def delete(self, *keys: str) -> int:
         """Delete the keys (of any kind); the number that existed."""

@@ -16,7 +16,7 @@ import msgspec
 from app.core.models import utcnow
 from app.core.ports import KeyValue
 
-__all__ = ["TokenRecord", "TokenService", "valid_uid"]
+__all__ = ["TokenRecord", "TokenService", "token_digest", "valid_uid"]
 
 _UID_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
 
@@ -34,6 +34,11 @@ class TokenRecord(msgspec.Struct, frozen=True):
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def token_digest(secret: str) -> str:
+    """The hash a secret is stored under: what a web session keeps instead of the secret."""
+    return _digest(secret)
 
 
 class TokenService:
@@ -66,6 +71,15 @@ class TokenService:
         if not secret.startswith(self.prefix) or len(secret) > 256:
             return None
         raw = await self.kv.get(self._secret_key(_digest(secret)))
+        if raw is None:
+            return None
+        return msgspec.json.decode(raw, type=TokenRecord).uid
+
+    async def resolve_digest(self, digest: str) -> str | None:
+        """The uid of the live secret whose :func:`token_digest` is ``digest``, or ``None``."""
+        if len(digest) != 64:
+            return None
+        raw = await self.kv.get(self._secret_key(digest))
         if raw is None:
             return None
         return msgspec.json.decode(raw, type=TokenRecord).uid

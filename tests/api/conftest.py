@@ -1,4 +1,11 @@
-"""An app on the embedded adapters in a temporary data dir, with tokens for two users.
+"""An app in a temporary data dir, with tokens for two users, on one set of backends or the other.
+
+``api`` runs each test twice, through the ``backends`` fixture: on the embedded adapters
+("embedded") and on every production adapter at once on its stand-in ("production": Firestore
+and Cloud Storage emulators, Pinecone and OpenAI fakes, real Redis; see ``tests/production.py``).
+A test whose assertions need the embedded adapters' exact output (the rule-based structurer's
+events, MiniLM's sense of paraphrase) selects that param alone, visibly:
+``@pytest.mark.parametrize("backends", ["embedded"], indirect=True)``.
 
 Every app of the test session shares one Whisper engine (:data:`WHISPER`): the model loads
 once, on the first stream opened, and the engine is closed when the session ends.
@@ -7,7 +14,7 @@ once, on the first stream opened, and the engine is closed when the session ends
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -26,6 +33,7 @@ from app.core.services import Services
 from app.core.structurer import RuleBasedLanguageModel
 from app.core.tokens import TokenService
 from app.main import create_app
+from tests.production import Production, production_services
 
 
 class Api(msgspec.Struct):
@@ -35,6 +43,7 @@ class Api(msgspec.Struct):
     services: Services
     alice: dict[str, str]
     bob: dict[str, str]
+    backends: str = "embedded"
 
 
 class SharedEngine:
@@ -81,12 +90,30 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", admin_key="test-admin-key-", max_body_bytes=2 * 1024 * 1024)
 
 
+Backends = Callable[[Settings], tuple[Settings, Services]]
+
+
+@pytest.fixture(params=["embedded", "production"])
+def backends(request: pytest.FixtureRequest, embedder: MiniLMEmbedder) -> Backends:
+    """Settings and services for an app: the embedded adapters, or every production one."""
+    if request.param == "embedded":
+        return lambda settings: (settings, embedded_services(settings.data_dir, embedder))
+    production: Production = request.getfixturevalue("production")
+
+    def make(settings: Settings) -> tuple[Settings, Services]:
+        chosen = production.settings(settings)
+        return chosen, production_services(chosen, WHISPER)
+
+    return make
+
+
 @pytest.fixture
-async def api(settings: Settings, embedder: MiniLMEmbedder) -> AsyncIterator[Api]:
-    services = embedded_services(settings.data_dir, embedder)
+async def api(request: pytest.FixtureRequest, settings: Settings, backends: Backends) -> AsyncIterator[Api]:
+    settings, services = backends(settings)
     app = create_app(settings, services=services)
     async with AsyncTestClient(app=app) as client:
         tokens = TokenService(services.kv)
         alice = {"Authorization": f"Bearer {await tokens.create('alice')}"}
         bob = {"Authorization": f"Bearer {await tokens.create('bob')}"}
-        yield Api(client=client, services=services, alice=alice, bob=bob)
+        kind = request.node.callspec.params.get("backends", "embedded")
+        yield Api(client=client, services=services, alice=alice, bob=bob, backends=kind)

@@ -183,3 +183,20 @@ async def test_file_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
         await store.put("alice/planted", b"x")
     assert not await (outside / "planted").exists()
     await store.close()
+
+
+async def test_paths_lists_every_stored_path_by_prefix(blobs: BlobStore) -> None:
+    assert await blobs.paths() == []
+    for path in ("bob/speech_profile.wav", "alice/speech_profile.wav", "alice/notes/a b.txt", "top.bin"):
+        await blobs.put(path, b"x")
+    assert await blobs.paths() == [
+        "alice/notes/a b.txt",
+        "alice/speech_profile.wav",
+        "bob/speech_profile.wav",
+        "top.bin",
+    ]
+    assert await blobs.paths("alice/") == ["alice/notes/a b.txt", "alice/speech_profile.wav"]
+    assert await blobs.paths("al") == ["alice/notes/a b.txt", "alice/speech_profile.wav"]
+    assert await blobs.paths("carol/") == []
+    await blobs.delete("top.bin")
+    assert "top.bin" not in await blobs.paths()

@@ -56,6 +56,8 @@ async def test_prefix_is_a_folder_of_the_bucket(
         assert await stored(gcs_bucket, "omi/prod/alice/x") is not None
         assert await stored(gcs_bucket, "alice/x") is None
         assert await blobs.get("alice/x") == b"x"
+        await anyio.to_thread.run_sync(lambda: gcs_bucket.blob("elsewhere/y").upload_from_string(b"y"))
+        assert await blobs.paths() == ["alice/x"]  # the prefix is stripped; other folders unseen
         await blobs.delete("alice/x")
         assert await stored(gcs_bucket, "omi/prod/alice/x") is None
     finally:

@@ -1,8 +1,8 @@
 """The KeyValue contract: every adapter of the port passes this suite unchanged.
 
-The Redis adapter runs against the real server at 127.0.0.1:6379 (database 15). Each test
-writes only keys under its own unique prefix ``ns`` and removes them afterwards, so runs
-in parallel do not disturb each other. A production adapter joins by adding a param to
+The Redis adapter runs against the real server at 127.0.0.1:6379 (database 15), once as it
+is and once with a key prefix of its own. Each test writes only keys under its own unique
+prefix ``ns`` and removes them afterwards, so runs in parallel do not disturb each other. A production adapter joins by adding a param to
 ``open_kv``; ``open_kv()`` called again must reach the same data (reopen).
 """
 
@@ -44,11 +44,11 @@ async def _redis_answering(client: redis.Redis) -> None:
         )
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-prefixed"])
 async def open_kv(request: pytest.FixtureRequest, tmp_path: Path, ns: str) -> AsyncIterator[Opener]:
     opened: list[KeyValue] = []
     admin = None
-    if request.param == "redis":
+    if request.param.startswith("redis"):
         admin = redis.Redis.from_url(REDIS_URL, decode_responses=True)
         await _redis_answering(admin)
 
@@ -57,6 +57,8 @@ async def open_kv(request: pytest.FixtureRequest, tmp_path: Path, ns: str) -> As
             kv: KeyValue = SQLiteKeyValue(tmp_path / "data" / "kv.db")
         elif request.param == "redis":
             kv = RedisKeyValue(REDIS_URL)
+        else:  # stored as ns + "p:" + key: still under ns, where the clean-up looks
+            kv = RedisKeyValue(REDIS_URL, prefix=ns + "p:")
         opened.append(kv)
         return kv
 
@@ -117,6 +119,20 @@ async def test_ttl_expiry(kv: KeyValue, ns: str) -> None:
     assert await kv.get(ns + "kept") == "v2"
     assert await kv.keys(ns) == [ns + "kept", ns + "long"]
     assert await kv.delete(ns + "short") == 0
+
+
+async def test_ttl_reports_the_time_left(kv: KeyValue, ns: str) -> None:
+    await kv.set(ns + "expiring", "v", ttl=30)
+    await kv.set(ns + "plain", "v")
+    await kv.append(ns + "list", "x")
+    await kv.hset(ns + "hash", "f", "v")
+    left = await kv.ttl(ns + "expiring")
+    assert left is not None and 25 < left <= 30
+    for key in ("plain", "list", "hash", "missing"):
+        assert await kv.ttl(ns + key) is None, key
+    await kv.set(ns + "short", "v", ttl=TTL)
+    await anyio.sleep(PAST_TTL)
+    assert await kv.ttl(ns + "short") is None
 
 
 async def test_ttl_must_be_positive(kv: KeyValue, ns: str) -> None:

@@ -177,6 +177,17 @@ async def test_list_never_shows_deleted(store: MemoryStore) -> None:
     assert await store.list("alice", MemoryQuery()) == []
 
 
+async def test_list_includes_deleted_only_when_asked(store: MemoryStore) -> None:
+    await store.put("alice", memory("kept", at=timedelta(hours=2)))
+    await store.put("alice", memory("gone", deleted=True, at=timedelta(hours=1)))
+    await store.put("alice", memory("gone_discarded", deleted=True, discarded=True))
+    await store.put("bob", memory("bobs", deleted=True))
+    every = MemoryQuery(include_deleted=True)
+    assert ids(await store.list("alice", every)) == ["kept", "gone", "gone_discarded"]
+    assert ids(await store.list("alice", MemoryQuery(include_deleted=True, limit=1, offset=1))) == ["gone"]
+    assert ids(await store.list("bob", every)) == ["bobs"]
+
+
 async def test_list_filters_discarded_on_request(store: MemoryStore) -> None:
     await store.put("alice", memory("a", at=timedelta(hours=1)))
     await store.put("alice", memory("b", discarded=True))
@@ -289,6 +300,15 @@ async def test_messages_are_newest_first_per_user(store: MemoryStore) -> None:
     assert [m.id for m in await store.list_messages("alice", limit=2, offset=1)] == ["q3", "q2"]
     assert [m.id for m in await store.list_messages("bob")] == ["q9"]
     assert await store.list_messages("carol") == []
+
+
+async def test_uids_are_every_user_with_memories_or_messages(store: MemoryStore) -> None:
+    assert await store.uids() == []
+    await store.put("carol", memory("c1"))
+    await store.put("alice", memory("a1", deleted=True))
+    await store.put_message("bob", Message(id="q", text="only a message", created_at=T0))
+    await store.put("alice", memory("a2"))
+    assert await store.uids() == ["alice", "bob", "carol"]
 
 
 async def test_message_round_trip_and_replace(store: MemoryStore) -> None:
