@@ -1,10 +1,17 @@
 # Multi-stage: build a wheel-complete virtualenv, then copy it into a slim, non-root runtime.
+# The web pages' htmx comes from the npm package pinned by package-lock.json.
+FROM node:20-slim AS assets
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY app ./app
+COPY --from=assets /src/node_modules/htmx.org/dist/htmx.min.js ./app/web/static/vendor/htmx.min.js
 COPY builtin_plugins ./builtin_plugins
 COPY integrations ./integrations
 RUN /opt/venv/bin/pip install .

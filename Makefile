@@ -12,7 +12,17 @@ $(BIN)/omi-backend: pyproject.toml examples/hello_plugin/pyproject.toml
 	$(BIN)/pip install --quiet -e examples/hello_plugin
 	touch $@
 
-install: $(BIN)/omi-backend
+# htmx comes from the npm package htmx.org (package-lock.json pins it), copied where the
+# static files are served from (app/web/static/vendor, ignored by git).
+HTMX := app/web/static/vendor/htmx.min.js
+
+$(HTMX): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js and npm (Debian: apt-get install npm)" >&2; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(dir $@)
+	cp node_modules/htmx.org/dist/htmx.min.js $@
+
+install: $(BIN)/omi-backend $(HTMX)
 
 run: install
 	$(BIN)/omi-backend serve

@@ -1,6 +1,6 @@
 """The ``omi-backend`` console script: ``serve``, ``users create|revoke``, ``keys create|revoke``,
-``plugins list``, and the operations commands ``doctor``, ``reindex`` and ``migrate`` (each in
-its own module under :mod:`app.ops`).
+``plugins list``, and the operations commands ``doctor``, ``reindex``, ``migrate`` and
+``transcribe`` (each in its own module under :mod:`app.ops`).
 
 Secrets go to stdout alone (so ``TOKEN=$(omi-backend users create alice)`` works);
 everything else goes to stderr.
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from app.config import Settings, SettingsError
-from app.ops import doctor, migrate, reindex
+from app.ops import doctor, migrate, reindex, transcribe
 
 __all__ = ["main"]
 
@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     plugins_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    for operation in (doctor, reindex, migrate):
+    for operation in (doctor, reindex, migrate, transcribe):
         operation.register(commands)
     return parser
 

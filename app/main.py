@@ -30,7 +30,8 @@ from app.api.plugins import PluginsController
 from app.api.speech_profile import SpeechProfileController
 from app.config import Settings, SettingsError
 from app.core.errors import BackendUnavailable
-from app.core.listen import ListenConfig, ListenManager
+from app.core.listen import ListenConfig
+from app.core.listen_manager import ListenManager
 from app.core.models import TranscriptSegment
 from app.core.pipeline import MemoryPipeline
 from app.core.ports import SpeechToText

@@ -1,8 +1,9 @@
 """Every production adapter at once, on its stand-in: the ``production`` fixture.
 
 Firestore on the real emulator (emptied first), Cloud Storage on ``gcp-storage-emulator``
-(emptied first), Pinecone and OpenAI on their fakes (fresh ones), and Redis: the real server
-at 127.0.0.1:6379, database 14, under a key prefix of this test's own (its keys are deleted
+(emptied first), Pinecone and OpenAI on their fakes (one of each for the session, reset for
+each test: the Pinecone namespace is the test's own), and Redis: the real server at
+127.0.0.1:6379, database 14, under a key prefix of this test's own (its keys are deleted
 afterwards, so parallel runs and other suites never meet). ``Production.settings`` turns any
 ``Settings`` into ones that select all of them; ``production_services`` builds them through
 the same builders the server uses (:mod:`app.adapters`).
@@ -13,7 +14,7 @@ Load with ``pytest_plugins = ["tests.production"]`` (the root conftest does).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ from tests.backends.emulators import FIRESTORE_PROJECT, GCS_BUCKET
 from tests.fakes.openai_server import OPENAI_KEY, FakeOpenAI
 from tests.fakes.pinecone_server import FakePinecone
 
-__all__ = ["REDIS_URL", "Production", "production", "production_services"]
+__all__ = ["REDIS_URL", "Production", "production", "production_services", "shared_openai", "shared_pinecone"]
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 EMBEDDING_DIMENSIONS = 256  # the fake's bag-of-words vectors, shortened: a faster fake index
@@ -51,6 +52,7 @@ class Production:
     pinecone: FakePinecone
     openai: FakeOpenAI
     redis_prefix: str
+    namespace: str
 
     def settings(self, base: Settings | None = None, **changes: Any) -> Settings:
         """``base`` (default ``Settings()``) with every port on its production adapter."""
@@ -60,6 +62,7 @@ class Production:
             "vector_index": "pinecone",
             "pinecone_api_key": self.pinecone.api_key,
             "pinecone_host": self.pinecone.url,
+            "pinecone_namespace": self.namespace,
             "blob_store": "gcs",
             "gcs_bucket": GCS_BUCKET,
             "redis_url": REDIS_URL,
@@ -83,6 +86,7 @@ class Production:
             "OMI_VECTOR_INDEX": "pinecone",
             "PINECONE_API_KEY": self.pinecone.api_key,
             "PINECONE_HOST": self.pinecone.url,
+            "PINECONE_NAMESPACE": self.namespace,
             "OMI_BLOB_STORE": "gcs",
             "OMI_GCS_BUCKET": GCS_BUCKET,
             "REDIS_URL": REDIS_URL,
@@ -121,22 +125,43 @@ async def _redis_answering(client: redis.Redis) -> None:
         pytest.fail(f"Redis does not answer at {REDIS_URL} ({exc}); start it: scripts/ensure-redis")
 
 
+@pytest.fixture(scope="session")
+def shared_pinecone() -> Iterator[FakePinecone]:
+    """One fake Pinecone data plane for the session (``production`` resets it for each test)."""
+    with FakePinecone() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def shared_openai() -> Iterator[FakeOpenAI]:
+    """One fake OpenAI API for the session (``production`` resets it for each test)."""
+    with FakeOpenAI() as fake:
+        yield fake
+
+
 @pytest.fixture
 async def production(
     open_firestore: Callable[[], FirestoreMemoryStore],
     open_gcs: Callable[[], GCSBlobStore],
-    pinecone_fake: FakePinecone,
-    openai_fake: FakeOpenAI,
+    shared_pinecone: FakePinecone,
+    shared_openai: FakeOpenAI,
     anyio_backend: Any,
 ) -> AsyncIterator[Production]:
-    """Every stand-in, emptied (Redis: a fresh prefix), with ``FIRESTORE_EMULATOR_HOST`` and
-    ``STORAGE_EMULATOR_HOST`` set for the SDKs."""
+    """Every stand-in, emptied (Redis: a fresh prefix; Pinecone: a fresh namespace), with
+    ``FIRESTORE_EMULATOR_HOST`` and ``STORAGE_EMULATOR_HOST`` set for the SDKs."""
     admin = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     await _redis_answering(admin)
-    prefix = f"test:{uuid.uuid4().hex}:"
+    test = uuid.uuid4().hex
+    prefix = f"test:{test}:"
+    for fake in (shared_pinecone, shared_openai):
+        fake.reset()
     try:
-        yield Production(pinecone=pinecone_fake, openai=openai_fake, redis_prefix=prefix)
+        yield Production(pinecone=shared_pinecone, openai=shared_openai, redis_prefix=prefix, namespace=test)
     finally:
+        for fake in (shared_pinecone, shared_openai):
+            fake.reset()
+        with shared_pinecone.lock:
+            shared_pinecone.namespaces.pop(test, None)
         leftovers = [key async for key in admin.scan_iter(match=f"{prefix}*", count=1000)]
         if leftovers:
             await admin.delete(*leftovers)

@@ -33,7 +33,8 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 
 from app.api.auth import provide_uid, require_user
 from app.core.audio import MAX_FRAME_BYTES, AudioError
-from app.core.listen import ListenManager, ListenParams, ListenSession
+from app.core.listen import ListenParams, ListenSession
+from app.core.listen_manager import ListenManager
 
 __all__ = ["ParamError", "listen", "parse_params"]
 

@@ -1,6 +1,7 @@
 """Live sessions: decode -> stream to STT -> segments -> journal -> client and plugins -> memory.
 
-A :class:`ListenSession` serves one ``/listen`` WebSocket. It owns the decoder of its codec,
+A :class:`ListenSession` serves one ``/listen`` WebSocket (the sessions of a server are
+kept by :class:`app.core.listen_manager.ListenManager`). It owns the decoder of its codec,
 one speech-to-text stream, the processing memory being filled and a silence timer. Each
 final result is handled in order:
 
@@ -29,27 +30,22 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
 from app.core.activity import VoiceActivity
-from app.core.audio import TARGET_RATE, AudioDecoder, make_decoder
-from app.core.journal import OpenJournal, ProcessingMemories, ResumeOffer
-from app.core.models import Memory, TranscriptSegment, utcnow
-from app.core.pipeline import MemoryPipeline
-from app.core.ports import SpeechStream, SpeechToText
+from app.core.audio import TARGET_RATE, AudioDecoder
+from app.core.journal import OpenJournal, ResumeOffer
+from app.core.models import Memory, TranscriptSegment
+from app.core.ports import SpeechStream
 from app.core.speech_profile import load_profile
-from app.core.transcript import mark_user, merge_into, shift, split_profile, user_speaker
+from app.core.transcript import ProfileFilter, merge_into, shift
 
-__all__ = [
-    "ClientSink",
-    "ListenConfig",
-    "ListenManager",
-    "ListenParams",
-    "ListenSession",
-    "TranscriptCallback",
-]
+if TYPE_CHECKING:
+    from app.core.listen_manager import ListenManager
+
+__all__ = ["ClientSink", "ListenConfig", "ListenParams", "ListenSession", "TranscriptCallback"]
 
 log = logging.getLogger("omi_backend.listen")
 
@@ -96,95 +92,6 @@ class _Processing:
     segments: list[TranscriptSegment] = field(default_factory=list)  # merged, session timeline
 
 
-class ListenManager:
-    """Every live session of the server, and the processing memories they leave behind.
-
-    Args:
-        stt: The speech-to-text engine.
-        pipeline: Makes memories (and gives the KeyValue port and BlobStore).
-        on_transcript: Dispatches ``on_transcript`` to the plugins.
-        config: Timings.
-        clock: Wall-clock time (tests).
-    """
-
-    def __init__(
-        self,
-        stt: SpeechToText,
-        pipeline: MemoryPipeline,
-        on_transcript: TranscriptCallback,
-        config: ListenConfig | None = None,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self.stt = stt
-        self.pipeline = pipeline
-        self.journals = ProcessingMemories(pipeline)
-        self.on_transcript = on_transcript
-        self.config = config or ListenConfig()
-        self.clock = clock
-        self.sessions: set[ListenSession] = set()
-        self._ending: dict[str, asyncio.Task[None]] = {}  # uid -> the end of its last session
-        self._saving: set[asyncio.Future[Any]] = set()  # memories being made
-        self._dispatches: set[asyncio.Future[Any]] = set()  # on_transcript calls
-
-    async def open(self, uid: str, params: ListenParams, sink: ClientSink) -> ListenSession:
-        """Start a session: decoder, resume, speech profile, engine stream, timers.
-
-        Raises:
-            AudioError: the codec, sample rate or channel count is not supported.
-            ValueError: the engine does not know the language.
-            Exception: the engine could not be reached (e.g. ``BackendUnavailable``).
-        """
-        decoder = make_decoder(params.codec, params.sample_rate, params.channels)
-        ending = self._ending.get(uid)
-        if ending is not None:  # the user's last session is still saving: resume what it saved
-            await asyncio.wait({ending}, timeout=self.config.finish_timeout)
-        session = ListenSession(self, uid, params, sink, decoder)
-        await session.start()
-        self.sessions.add(session)
-        return session
-
-    async def end(self, session: ListenSession) -> None:
-        """Finish ``session`` (last words, memory); runs to completion even if the caller is cancelled."""
-        self.sessions.discard(session)
-        task = asyncio.create_task(session.finish(), name=f"listen-end-{session.id}")
-        self._ending[session.uid] = task
-        self.spawn(task, saving=True)
-
-        def forget(done: asyncio.Task[None]) -> None:
-            if self._ending.get(session.uid) is done:
-                del self._ending[session.uid]
-
-        task.add_done_callback(forget)
-        await asyncio.shield(task)
-
-    async def recover(self) -> int:
-        """Finish every processing memory a crash or restart left open."""
-        return await self.journals.recover()
-
-    async def close(self) -> None:
-        """Wait (bounded) for the memories being made; stop the plugin dispatches still running."""
-        if self._saving:
-            await asyncio.wait(set(self._saving), timeout=self.config.finish_timeout)
-        for task in set(self._dispatches):
-            task.cancel()
-
-    def spawn(self, work: Awaitable[Any], *, saving: bool = False) -> None:
-        """Run ``work`` in the background, kept until done, failures logged.
-
-        ``saving`` work (making a memory) is waited for at shutdown; the rest is cancelled.
-        """
-        task = asyncio.ensure_future(work)
-        tasks = self._saving if saving else self._dispatches
-        tasks.add(task)
-
-        def done(finished: asyncio.Future[Any]) -> None:
-            tasks.discard(finished)
-            if not finished.cancelled() and finished.exception() is not None:
-                log.error("background task failed", exc_info=finished.exception())
-
-        task.add_done_callback(done)
-
-
 class ListenSession:
     """One live WebSocket session; see the module docstring."""
 
@@ -203,8 +110,7 @@ class ListenSession:
         self._stream: SpeechStream | None = None
         self._started_at = manager.clock()  # wall-clock time of the session timeline at _offset
         self._offset = 0.0  # session-timeline seconds of this connection's first live sample
-        self._profile_s = 0.0  # seconds of profile (and pad) the engine hears before live audio
-        self._profile_speakers: dict[int, float] = {}
+        self._profile = ProfileFilter(0.0)  # the profile (and pad) the engine hears first
         self._live_bytes = 0
         self._processing: _Processing | None = None
         self._memories = 0  # processing memories this session has filled
@@ -230,7 +136,7 @@ class ListenSession:
         try:
             if profile:
                 padded = profile + bytes(int(PROFILE_PAD_S * TARGET_RATE) * 2)
-                self._profile_s = len(padded) / BYTES_PER_SECOND
+                self._profile = ProfileFilter(len(padded) / BYTES_PER_SECOND)
                 for start in range(0, len(padded), SEND_CHUNK):
                     await self._stream.send(padded[start : start + SEND_CHUNK])
             await self._resume()
@@ -313,14 +219,8 @@ class ListenSession:
         self.manager.spawn(self.manager.on_transcript(self.id, self.uid, live))
 
     def _place(self, segments: list[TranscriptSegment]) -> list[TranscriptSegment]:
-        """Drop the profile's segments, mark the user, move the rest onto the session timeline."""
-        if self._profile_s:
-            spoken, segments = split_profile(segments, self._profile_s)
-            for segment in spoken:
-                heard = self._profile_speakers.get(segment.speaker_id, 0.0)
-                self._profile_speakers[segment.speaker_id] = heard + segment.end - segment.start
-            segments = mark_user(segments, user_speaker(self._profile_speakers))
-        return shift(segments, self._offset - self._profile_s)
+        """Without the profile's segments (the user marked), moved onto the session timeline."""
+        return shift(self._profile.live(segments), self._offset)
 
     async def _new_processing(self, first_start: float) -> _Processing:
         """A new processing memory whose first words start at ``first_start`` (session timeline).

@@ -23,6 +23,7 @@ from app.core.models import TranscriptSegment
 __all__ = [
     "MAX_MERGED_CHARS",
     "MERGE_GAP_S",
+    "ProfileFilter",
     "mark_user",
     "merge_into",
     "merged",
@@ -110,6 +111,29 @@ def mark_user(segments: Iterable[TranscriptSegment], speaker: int | None) -> lis
     return [
         msgspec.structs.replace(s, is_user=speaker is not None and s.speaker_id == speaker) for s in segments
     ]
+
+
+class ProfileFilter:
+    """The live part of an engine's results when it heard a speech profile first.
+
+    Args:
+        profile_s: Seconds of profile (and any pad after it) before the live audio; 0 for none.
+    """
+
+    def __init__(self, profile_s: float) -> None:
+        self.profile_s = profile_s
+        self._heard: dict[int, float] = {}  # speaker id -> seconds spoken in the profile
+
+    def live(self, segments: list[TranscriptSegment]) -> list[TranscriptSegment]:
+        """The segments after the profile, ``is_user`` marked, times from the end of the profile."""
+        if not self.profile_s:
+            return segments
+        spoken, live = split_profile(segments, self.profile_s)
+        for segment in spoken:
+            self._heard[segment.speaker_id] = (
+                self._heard.get(segment.speaker_id, 0.0) + segment.end - segment.start
+            )
+        return shift(mark_user(live, user_speaker(self._heard)), -self.profile_s)
 
 
 def transcript_text(segments: Iterable[TranscriptSegment]) -> str:

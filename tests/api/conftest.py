@@ -17,9 +17,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
-from litestar.testing import AsyncTestClient
 
 from app.backends.file_blobs import FileBlobStore
 from app.backends.minilm_embedder import MiniLMEmbedder
@@ -33,13 +33,14 @@ from app.core.services import Services
 from app.core.structurer import RuleBasedLanguageModel
 from app.core.tokens import TokenService
 from app.main import create_app
+from tests.inloop import in_loop_client
 from tests.production import Production, production_services
 
 
 class Api(msgspec.Struct):
     """A client plus what tests need around it."""
 
-    client: AsyncTestClient  # type: ignore[type-arg]
+    client: httpx.AsyncClient  # an AsyncTestClient where WebSockets are needed (listen tests)
     services: Services
     alice: dict[str, str]
     bob: dict[str, str]
@@ -111,7 +112,7 @@ def backends(request: pytest.FixtureRequest, embedder: MiniLMEmbedder) -> Backen
 async def api(request: pytest.FixtureRequest, settings: Settings, backends: Backends) -> AsyncIterator[Api]:
     settings, services = backends(settings)
     app = create_app(settings, services=services)
-    async with AsyncTestClient(app=app) as client:
+    async with in_loop_client(app) as client:
         tokens = TokenService(services.kv)
         alice = {"Authorization": f"Bearer {await tokens.create('alice')}"}
         bob = {"Authorization": f"Bearer {await tokens.create('bob')}"}

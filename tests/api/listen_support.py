@@ -17,14 +17,15 @@ from queue import Empty
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import av
 import numpy as np
-from app.backends.minilm_embedder import MiniLMEmbedder
 from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import AsyncTestClient
 from litestar.testing.websocket_test_session import WebSocketTestSession
 
+from app.backends.minilm_embedder import MiniLMEmbedder
 from app.config import Settings
 from app.core.audio import read_wav
 from app.core.models import TranscriptSegment
@@ -53,7 +54,9 @@ def silence(seconds: float) -> bytes:
 
 def _resample(pcm: bytes, rate: int) -> bytes:
     resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-    frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono")
+    frame = av.AudioFrame.from_ndarray(
+        np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono"
+    )
     frame.sample_rate = RATE
     out = [*resampler.resample(frame), *resampler.resample(None)]
     return b"".join(np.asarray(f.to_ndarray(), dtype="<i2").tobytes() for f in out)
@@ -120,41 +123,41 @@ class Listener:
             if pace is not None:
                 await anyio.sleep(max(0.0, start + (index + 1) * pace - time.monotonic()))
             elif index % 50 == 0:
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
 
     def _receive(self, timeout: float) -> Any:
-        message = self.ws.receive(timeout=timeout)
+        message: dict[str, Any] = dict(self.ws.receive(timeout=timeout))
         text = message.get("text")
         return json.loads(text) if text is not None else message.get("bytes")
 
-    async def receive(self, timeout: float = 30.0) -> Any:
+    async def receive(self, within: float = 30.0) -> Any:
         """The next message (raises ``WebSocketDisconnect`` on a close, ``Empty`` on timeout)."""
         try:
-            message = await anyio.to_thread.run_sync(self._receive, timeout)
+            message = await anyio.to_thread.run_sync(self._receive, within)
         except WebSocketDisconnect as exc:
             self.closed = exc
             raise
         self.messages.append((time.monotonic(), message))
         return message
 
-    async def until(self, done: Callable[[Listener], bool], timeout: float = 60.0) -> None:
+    async def until(self, done: Callable[[Listener], bool], within: float = 60.0) -> None:
         """Receive until ``done(self)`` holds."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while not done(self):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"condition not met in {timeout} s; got {self.messages[-5:]}")
+                raise TimeoutError(f"condition not met in {within} s; got {self.messages[-5:]}")
             try:
-                await self.receive(timeout=min(left, 1.0))
+                await self.receive(within=min(left, 1.0))
             except Empty:
                 continue
 
-    async def close_code(self, timeout: float = 30.0) -> tuple[int, str]:
+    async def close_code(self, within: float = 30.0) -> tuple[int, str]:
         """Receive until the server closes; its close code and reason."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             try:
-                await self.receive(timeout=1.0)
+                await self.receive(within=1.0)
             except WebSocketDisconnect as exc:
                 return exc.code, exc.detail
             except Empty:
@@ -176,15 +179,17 @@ async def memories(api: Api, headers: dict[str, str]) -> list[dict[str, Any]]:
     return result
 
 
-async def wait_for_memories(api: Api, headers: dict[str, str], count: int = 1, timeout: float = 60.0) -> list[dict[str, Any]]:
+async def wait_for_memories(
+    api: Api, headers: dict[str, str], count: int = 1, within: float = 60.0
+) -> list[dict[str, Any]]:
     """The user's memories once there are ``count`` of them."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         found = await memories(api, headers)
         if len(found) >= count:
             return found
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(found)} memories after {timeout} s, expected {count}")
+            raise TimeoutError(f"{len(found)} memories after {within} s, expected {count}")
         await anyio.sleep(0.2)
 
 
@@ -194,11 +199,11 @@ def memory_text(memory: dict[str, Any]) -> str:
 
 @asynccontextmanager
 async def listen_app(
-    tmp_path: Path, embedder: MiniLMEmbedder, stt: SpeechToText = WHISPER, **settings: Any
+    tmp_path: Path, embedder: MiniLMEmbedder, engine: SpeechToText = WHISPER, **settings: Any
 ) -> AsyncIterator[Api]:
-    """An app with ``settings`` (and ``stt``), tokens for alice and bob."""
+    """An app with ``settings`` and speech-to-text ``engine``, with tokens for alice and bob."""
     config = Settings(data_dir=tmp_path / "data", **settings)
-    services = embedded_services(config.data_dir, embedder, stt)
+    services = embedded_services(config.data_dir, embedder, engine)
     async with AsyncTestClient(app=create_app(config, services=services)) as client:
         tokens = TokenService(services.kv)
         alice = {"Authorization": f"Bearer {await tokens.create('alice')}"}

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
-from app.backends.minilm_embedder import MiniLMEmbedder
 
+from app.backends.minilm_embedder import MiniLMEmbedder
 from tests.api.conftest import Api
 from tests.api.listen_support import (
     CORPUS,
@@ -54,8 +55,8 @@ async def stream_clip(api: Api, uid: str, name: str, codec: str) -> tuple[Listen
     with await api.client.websocket_connect("/listen", params=listen_query(codec), headers=headers) as ws:
         listener = Listener(ws)
         await listener.send(frames)
-        await listener.until(lambda got: len(got.segments) >= 1, timeout=120)
-    (memory,) = await wait_for_memories(api, headers, timeout=120)
+        await listener.until(lambda got: len(got.segments) >= 1, within=120)
+    (memory,) = await wait_for_memories(api, headers, within=120)
     return listener, memory
 
 
@@ -83,15 +84,16 @@ async def test_every_clip_in_every_codec_becomes_a_memory_with_a_low_word_error_
         assert shown and normalise(memory_text(memory))[: len(shown)] == shown
         assert_timeline(memory["transcript_segments"], reference["duration_s"] + 1.0)
         assert memory["language"] == "en" and memory["source"] == "friend"
-        assert all(s["speaker"] == "SPEAKER_0" and s["is_user"] is False for s in memory["transcript_segments"])
+        assert all(
+            s["speaker"] == "SPEAKER_0" and s["is_user"] is False for s in memory["transcript_segments"]
+        )
 
 
 @pytest.mark.slow
 async def test_real_time_session_gets_segments_pings_and_memory_events_without_disconnecting(
     tmp_path: Path, embedder: MiniLMEmbedder
 ) -> None:
-    settings = {"memory_silence_seconds": 1.5, "listen_ping_seconds": 1.0}
-    async with listen_app(tmp_path, embedder, **settings) as api:
+    async with listen_app(tmp_path, embedder, memory_silence_seconds=1.5, listen_ping_seconds=1.0) as api:
         query = listen_query("pcm16", new_memory_watch="true", uid="alice")
         with await api.client.websocket_connect("/listen", params=query, headers=api.alice) as ws:
             listener = Listener(ws)
@@ -104,7 +106,7 @@ async def test_real_time_session_gets_segments_pings_and_memory_events_without_d
 
             async with anyio.create_task_group() as group:
                 group.start_soon(sender)
-                await listener.until(lambda got: "new_memory_created" in got.event_names(), timeout=30)
+                await listener.until(lambda got: "new_memory_created" in got.event_names(), within=30)
                 group.cancel_scope.cancel()
             # segments arrive soon after their speech ends
             lags = [
@@ -130,14 +132,16 @@ async def test_real_time_session_gets_segments_pings_and_memory_events_without_d
             assert created["messages"] == [] and created["message_ids"] == []
             assert normalise(memory_text(created["memory"])) == normalise(listener.text)
             # the memory exists while the client is still connected, and pings kept coming
-            (stored,) = await wait_for_memories(api, api.alice, timeout=5)
+            (stored,) = await wait_for_memories(api, api.alice, within=5)
             assert stored["id"] == created["memory_id"]
             assert sum(1 for _, m in listener.messages if m == {"type": "ping"}) >= 5
             # speech after that starts a new processing memory
             count = len(listener.events)
             frames, pace = encode(clip("short") + silence(1.0), "pcm16")
             await listener.send(frames, pace=pace)
-            await listener.until(lambda got: len(got.events) > count and got.segments[-1].start > 9, timeout=30)
+            await listener.until(
+                lambda got: len(got.events) > count and got.segments[-1].start > 9, within=30
+            )
             assert listener.events[count]["type"] == "new_processing_memory_created"
             assert listener.events[count]["processing_memory_id"] != pm_id
         memories = await wait_for_memories(api, api.alice, count=2)
@@ -150,8 +154,8 @@ async def test_pings_come_on_schedule(tmp_path: Path, embedder: MiniLMEmbedder) 
     async with listen_app(tmp_path, embedder, listen_ping_seconds=0.2) as api:
         with await api.client.websocket_connect("/listen", params=listen_query(), headers=api.alice) as ws:
             listener = Listener(ws)
-            assert await listener.receive(timeout=5) == {"type": "ping"}
-            assert await listener.receive(timeout=5) == {"type": "ping"}
+            assert await listener.receive(within=5) == {"type": "ping"}
+            assert await listener.receive(within=5) == {"type": "ping"}
         assert await wait_for_memories(api, api.alice, count=0) == []
 
 
@@ -164,33 +168,35 @@ async def test_a_reconnect_inside_the_window_resumes_the_same_processing_memory(
         with await api.client.websocket_connect("/listen", params=query, headers=api.alice) as ws:
             first = Listener(ws)
             await first.send(encode(clip("short") + silence(1.0), "pcm16")[0])
-            await first.until(lambda got: bool(got.segments), timeout=30)
+            await first.until(lambda got: bool(got.segments), within=30)
         (memory,) = await wait_for_memories(api, api.alice)
         pm_id = first.events[0]["processing_memory_id"]
         # bob cannot attach to alice's processing memory, nor pretend to be alice
-        with await api.client.websocket_connect("/listen", params={**query, "uid": "alice"}, headers=api.bob) as ws:
+        with await api.client.websocket_connect(
+            "/listen", params={**query, "uid": "alice"}, headers=api.bob
+        ) as ws:
             code, reason = await Listener(ws).close_code()
             assert (code, reason) == (1008, "the uid parameter does not match the credentials")
         with await api.client.websocket_connect("/listen", params=query, headers=api.bob) as ws:
             intruder = Listener(ws)
             await intruder.send(encode(clip("grocery") + silence(1.0), "pcm16")[0])
-            await intruder.until(lambda got: bool(got.segments), timeout=30)
+            await intruder.until(lambda got: bool(got.segments), within=30)
         (bobs,) = await wait_for_memories(api, api.bob)
         assert intruder.events[0]["processing_memory_id"] != pm_id
         assert wer(CORPUS["grocery"]["text"], memory_text(bobs)) <= MAX_WER
         # alice comes back: the same processing memory, the timeline continues
         with await api.client.websocket_connect("/listen", params=query, headers=api.alice) as ws:
             second = Listener(ws)
-            await second.until(lambda got: bool(got.events), timeout=10)
+            await second.until(lambda got: bool(got.events), within=10)
             assert second.events[0] == {
                 "type": "new_processing_memory_created",
                 "event_type": "new_processing_memory_created",
                 "processing_memory_id": pm_id,
             }
             await second.send(encode(clip("grocery") + silence(1.0), "pcm16")[0])
-            await second.until(lambda got: bool(got.segments), timeout=30)
+            await second.until(lambda got: bool(got.segments), within=30)
             assert second.segments[0].start >= CORPUS["short"]["duration_s"]
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         deadline = time.monotonic() + 60
         while True:
             (resumed,) = await wait_for_memories(api, api.alice)
@@ -200,18 +206,25 @@ async def test_a_reconnect_inside_the_window_resumes_the_same_processing_memory(
         assert resumed["id"] == memory["id"]
         expected = f"{CORPUS['short']['text']} {CORPUS['grocery']['text']}"
         assert wer(expected, memory_text(resumed)) <= MAX_WER
-        assert_timeline(resumed["transcript_segments"], CORPUS["short"]["duration_s"] + CORPUS["grocery"]["duration_s"] + 2)
+        assert_timeline(
+            resumed["transcript_segments"],
+            CORPUS["short"]["duration_s"] + CORPUS["grocery"]["duration_s"] + 2,
+        )
         # alice's memory never got bob's words, bob's never alice's
         assert memory_text(bobs).count("milk") == 1 and "milk" not in memory_text(memory)
 
 
-async def test_a_reconnect_after_the_window_starts_a_new_memory(tmp_path: Path, embedder: MiniLMEmbedder) -> None:
+async def test_a_reconnect_after_the_window_starts_a_new_memory(
+    tmp_path: Path, embedder: MiniLMEmbedder
+) -> None:
     async with listen_app(tmp_path, embedder, memory_silence_seconds=0.5) as api:
         for _ in range(2):
-            with await api.client.websocket_connect("/listen", params=listen_query(), headers=api.alice) as ws:
+            with await api.client.websocket_connect(
+                "/listen", params=listen_query(), headers=api.alice
+            ) as ws:
                 listener = Listener(ws)
                 await listener.send(encode(clip("short") + silence(1.0), "pcm16")[0])
-                await listener.until(lambda got: bool(got.segments), timeout=30)
+                await listener.until(lambda got: bool(got.segments), within=30)
             await wait_for_memories(api, api.alice, count=_ + 1)
             await anyio.sleep(1.0)
         first, second = await wait_for_memories(api, api.alice, count=2)

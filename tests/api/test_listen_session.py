@@ -15,10 +15,11 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
-from app.backends.minilm_embedder import MiniLMEmbedder
 
+from app.backends.minilm_embedder import MiniLMEmbedder
 from app.core.journal import OPEN_KEY, ProcessingMemories
-from app.core.listen import ListenConfig, ListenManager, ListenParams, ListenSession
+from app.core.listen import ListenConfig, ListenParams, ListenSession
+from app.core.listen_manager import ListenManager
 from app.core.models import Memory, Message, PluginResult, TranscriptSegment
 from app.core.pipeline import MemoryPipeline
 from app.core.ports import MemoryQuery, SegmentsCallback
@@ -130,16 +131,22 @@ class Sink:
                 await self.arrived.wait()
 
 
+_MANAGERS: list[ListenManager] = []
+
+
 @pytest.fixture
 async def services(tmp_path: Path, embedder: MiniLMEmbedder) -> AsyncIterator[Services]:
     services = embedded_services(tmp_path, embedder, LevelEngine())
     yield services
+    while _MANAGERS:
+        await _MANAGERS.pop().close()
     await services.close()
 
 
 def manager(
     services: Services, **config: Any
 ) -> tuple[ListenManager, list[tuple[str, str, list[TranscriptSegment]]]]:
+    """A manager on ``services`` whose ``on_transcript`` records its calls and never returns."""
     calls: list[tuple[str, str, list[TranscriptSegment]]] = []
 
     async def on_transcript(session_id: str, uid: str, segments: list[TranscriptSegment]) -> None:
@@ -147,7 +154,9 @@ def manager(
         await asyncio.sleep(3600)  # a plugin that never returns must not hold the session up
 
     pipeline = MemoryPipeline(services, NoPlugins())
-    return ListenManager(services.stt, pipeline, on_transcript, ListenConfig(**config)), calls
+    listen = ListenManager(services.stt, pipeline, on_transcript, ListenConfig(**config))
+    _MANAGERS.append(listen)
+    return listen, calls
 
 
 PCM16 = ListenParams(codec="pcm16", sample_rate=RATE)
@@ -192,7 +201,6 @@ async def test_each_result_is_journalled_sent_and_dispatched_and_becomes_one_mem
     ]
     assert await services.kv.hgetall(OPEN_KEY) == {}
     assert await services.kv.keys("listen:journal:") == []
-    await listen.close()
 
 
 async def test_open_journals_are_finished_on_the_next_start_exactly_once(services: Services) -> None:
@@ -253,7 +261,7 @@ async def test_a_resumed_session_continues_the_timeline_and_the_memory(services:
     await listen.end(session)
     (memory,) = await services.store.list("alice", MemoryQuery())
     assert memory.id == first.id
-    assert [(s.text, s.start) for s in memory.transcript_segments] == [("w3", 0.0), ("w4", 2.0)]
+    assert [(s.text, s.start, s.end) for s in memory.transcript_segments] == [("w3 w4", 0.0, 2.5)]
     # another user never gets alice's offer
     sink = Sink(listen.journals)
     session = await listen.open("bob", PCM16, sink)

@@ -281,6 +281,12 @@ class FakeOpenAI(FakeHTTPService):
         self._garbled = 0
         self._serial = 0
 
+    def reset(self) -> None:
+        """Also drop the garbled replies not yet served."""
+        with self.lock:
+            super().reset()
+            self._garbled = 0
+
     def garble_next(self, count: int = 1) -> None:
         """Answer the next ``count`` chat completions with content that is not valid JSON."""
         with self.lock:

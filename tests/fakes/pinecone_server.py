@@ -117,6 +117,12 @@ class FakeHTTPService:
         with self.lock:
             self._faults.extend(_Fault(504, stall=seconds) for _ in range(count))
 
+    def reset(self) -> None:
+        """Forget the requests seen and drop the faults not yet served (a fake shared by tests)."""
+        with self.lock:
+            self.requests.clear()
+            self._faults.clear()
+
     def requests_to(self, path: str) -> list[RecordedRequest]:
         with self.lock:
             return [r for r in self.requests if r.path == path]

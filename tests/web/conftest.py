@@ -165,7 +165,9 @@ def memory(
         ),
         transcript_segments=segments
         or [
-            TranscriptSegment(text="Shall we walk to the lake?", speaker="SPEAKER_0", is_user=True, start=0, end=2),
+            TranscriptSegment(
+                text="Shall we walk to the lake?", speaker="SPEAKER_0", is_user=True, start=0, end=2
+            ),
             TranscriptSegment(text="Yes, after lunch.", speaker="SPEAKER_1", start=2.5, end=4),
         ],
         plugins_results=plugins_results or [],

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from collections.abc import AsyncIterator
 
 from app.backends.minilm_embedder import MiniLMEmbedder
 from app.config import Settings

@@ -26,8 +26,12 @@ def page_link(html: str, rel: str) -> str:
 
 
 async def test_memories_newest_first_with_emoji_title_category_and_time(web: Site) -> None:
-    await web.services.store.put("alice", memory("old", "Old talk", minutes_ago=60, emoji="📚", category="education"))
-    await web.services.store.put("alice", memory("new", "New talk", minutes_ago=1, emoji="💼", category="work"))
+    await web.services.store.put(
+        "alice", memory("old", "Old talk", minutes_ago=60, emoji="📚", category="education")
+    )
+    await web.services.store.put(
+        "alice", memory("new", "New talk", minutes_ago=1, emoji="💼", category="work")
+    )
     await web.services.store.put("bob", memory("bobs", "Bob's talk"))
     response = await web.client.get("/")
     assert response.status_code == 200
@@ -131,7 +135,9 @@ async def test_search_leaves_out_other_users_and_discarded_memories(web: Site) -
     body = {
         "started_at": "2026-11-23T09:00:00Z",
         "finished_at": "2026-11-23T09:05:00Z",
-        "transcript_segments": [{"text": "Let us plan the garden: tomatoes, beans and roses.", "speaker": "SPEAKER_0"}],
+        "transcript_segments": [
+            {"text": "Let us plan the garden: tomatoes, beans and roses.", "speaker": "SPEAKER_0"}
+        ],
     }
     await web.client.post("/v1/memories", json=body, headers=web.api("bob"))
     mine = (await web.client.post("/v1/memories", json=body, headers=web.api("alice"))).json()["memory"]["id"]

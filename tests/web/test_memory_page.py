@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.core.models import ActionItem, Event, PluginResult, TranscriptSegment
+from app.core.models import ActionItem, Event, Memory, PluginResult, TranscriptSegment
 from app.core.pipeline import vector_id
 from app.web.memory import turns
 from tests.web.conftest import HTMX, Site, csrf_token, memory, post_form
@@ -16,12 +16,15 @@ pytestmark = pytest.mark.anyio
 HOSTILE = "<script>alert(1)</script>"
 
 
-def rich(memory_id: str = "m1", title: str = "Planning the launch") -> object:
+def rich(memory_id: str = "m1", title: str = "Planning the launch") -> Memory:
     return memory(
         memory_id,
         title,
         overview="We agreed on the launch plan.",
-        action_items=[ActionItem(description="Send the slides"), ActionItem(description="Book a room", completed=True)],
+        action_items=[
+            ActionItem(description="Send the slides"),
+            ActionItem(description="Book a room", completed=True),
+        ],
         events=[
             Event(
                 title="Design review; room 4, floor 2",
@@ -32,7 +35,9 @@ def rich(memory_id: str = "m1", title: str = "Planning the launch") -> object:
         ],
         plugins_results=[PluginResult(plugin_id="summariser", content="Three decisions were made.")],
         segments=[
-            TranscriptSegment(text="Let's plan the launch.", speaker="SPEAKER_0", is_user=True, start=0, end=2),
+            TranscriptSegment(
+                text="Let's plan the launch.", speaker="SPEAKER_0", is_user=True, start=0, end=2
+            ),
             TranscriptSegment(text="Slides first.", speaker="SPEAKER_0", is_user=True, start=2, end=3),
             TranscriptSegment(text="I'll book a room.", speaker="SPEAKER_1", start=65, end=67),
         ],
@@ -40,7 +45,7 @@ def rich(memory_id: str = "m1", title: str = "Planning the launch") -> object:
 
 
 async def test_the_memory_page_shows_everything(web: Site) -> None:
-    await web.services.store.put("alice", rich())  # type: ignore[arg-type]
+    await web.services.store.put("alice", rich())
     response = await web.client.get("/memories/m1")
     assert response.status_code == 200
     html = response.text
@@ -51,14 +56,15 @@ async def test_the_memory_page_shows_everything(web: Site) -> None:
     assert "Design review; room 4, floor 2" in html and 'href="/memories/m1/events/0.ics" download' in html
     assert "What plugins said" in html and "summariser" in html and "Three decisions were made." in html
     # The transcript by speaker and time: the user's two segments are one turn.
-    assert '<span class="who">You</span> <span class="at">0:00</span><p>Let&#39;s plan the launch. Slides first.</p>' in html
+    you = '<span class="who">You</span> <span class="at">0:00</span>'
+    assert f"{you}<p>Let&#39;s plan the launch. Slides first.</p>" in html
     assert '<span class="who">Speaker 1</span> <span class="at">1:05</span>' in html
     for action in ("edit", "discard", "reprocess", "delete"):
         assert f'action="/memories/m1/{action}"' in html or f'href="/memories/m1/{action}"' in html
 
 
 async def test_an_htmx_request_gets_the_memory_fragment(web: Site) -> None:
-    await web.services.store.put("alice", rich())  # type: ignore[arg-type]
+    await web.services.store.put("alice", rich())
     response = await web.client.get("/memories/m1", headers=HTMX)
     assert response.status_code == 200
     assert response.text.lstrip().startswith('<article id="memory"')
@@ -101,7 +107,7 @@ async def test_hostile_text_is_escaped_everywhere(web: Site) -> None:
 
 
 async def test_another_users_memory_is_not_found(web: Site) -> None:
-    await web.services.store.put("bob", rich("bobs"))  # type: ignore[arg-type]
+    await web.services.store.put("bob", rich("bobs"))
     for path in ("/memories/bobs", "/memories/bobs/edit", "/memories/bobs/events/0.ics", "/memories/nope"):
         response = await web.client.get(path)
         assert response.status_code == 404, path
@@ -116,7 +122,7 @@ async def test_another_users_memory_is_not_found(web: Site) -> None:
 
 
 async def test_ticking_an_action_item_persists(web: Site) -> None:
-    await web.services.store.put("alice", rich())  # type: ignore[arg-type]
+    await web.services.store.put("alice", rich())
     response = await post_form(web.client, "/memories/m1/action-items/0", {"completed": "true"}, htmx=True)
     assert response.status_code == 200
     assert response.text.lstrip().startswith('<li id="action-item-0" class="item done">')
@@ -135,12 +141,16 @@ async def test_ticking_an_action_item_persists(web: Site) -> None:
 
 
 async def test_editing_the_title_and_overview(web: Site) -> None:
-    await web.services.store.put("alice", rich())  # type: ignore[arg-type]
+    await web.services.store.put("alice", rich())
     form = await web.client.get("/memories/m1/edit", headers=HTMX)
     assert form.text.lstrip().startswith('<form id="summary" class="edit"')
     assert 'value="Planning the launch"' in form.text
     full = await web.client.get("/memories/m1/edit")
-    assert full.text.startswith("<!doctype html>") and 'id="transcript"' in full.text and 'name="overview"' in full.text
+    assert (
+        full.text.startswith("<!doctype html>")
+        and 'id="transcript"' in full.text
+        and 'name="overview"' in full.text
+    )
     saved = await post_form(
         web.client, "/memories/m1/edit", {"title": " Launch, take two ", "overview": "New plan."}, htmx=True
     )
@@ -153,7 +163,7 @@ async def test_editing_the_title_and_overview(web: Site) -> None:
 
 
 async def test_edit_without_javascript_redirects_back(web: Site) -> None:
-    await web.services.store.put("alice", rich())  # type: ignore[arg-type]
+    await web.services.store.put("alice", rich())
     token = await csrf_token(web.client, "/")
     response = await web.client.post(
         "/memories/m1/edit",
@@ -167,7 +177,9 @@ async def test_discard_restore_and_delete_follow_the_vector_index(web: Site) -> 
     body = {
         "started_at": "2026-11-23T09:00:00Z",
         "finished_at": "2026-11-23T09:05:00Z",
-        "transcript_segments": [{"text": "We must renew the car insurance before Friday.", "speaker": "SPEAKER_0"}],
+        "transcript_segments": [
+            {"text": "We must renew the car insurance before Friday.", "speaker": "SPEAKER_0"}
+        ],
     }
     made = (await web.client.post("/v1/memories", json=body, headers=web.api("alice"))).json()["memory"]
     memory_id = made["id"]
@@ -179,7 +191,10 @@ async def test_discard_restore_and_delete_follow_the_vector_index(web: Site) -> 
 
     assert await indexed()
     discarded = await post_form(web.client, f"/memories/{memory_id}/discard", htmx=True)
-    assert 'class="badge">discarded' in discarded.text and f'action="/memories/{memory_id}/restore"' in discarded.text
+    assert (
+        'class="badge">discarded' in discarded.text
+        and f'action="/memories/{memory_id}/restore"' in discarded.text
+    )
     assert not await indexed()
     restored = await post_form(web.client, f"/memories/{memory_id}/restore", htmx=True)
     assert f'action="/memories/{memory_id}/discard"' in restored.text
@@ -192,16 +207,18 @@ async def test_discard_restore_and_delete_follow_the_vector_index(web: Site) -> 
 
 
 async def test_delete_without_javascript_goes_back_to_the_list(web: Site) -> None:
-    await web.services.store.put("alice", rich())  # type: ignore[arg-type]
+    await web.services.store.put("alice", rich())
     token = await csrf_token(web.client, "/")
-    response = await web.client.post("/memories/m1/delete", data={"_csrf_token": token}, follow_redirects=False)
+    response = await web.client.post(
+        "/memories/m1/delete", data={"_csrf_token": token}, follow_redirects=False
+    )
     assert response.status_code == 303 and response.headers["location"] == "/"
     stored = await web.services.store.get("alice", "m1")
     assert stored is not None and stored.deleted
 
 
 async def test_reprocess_structures_the_memory_again(web: Site) -> None:
-    await web.services.store.put("alice", rich(title="Old title"))  # type: ignore[arg-type]
+    await web.services.store.put("alice", rich(title="Old title"))
     response = await post_form(web.client, "/memories/m1/reprocess", htmx=True)
     assert response.status_code == 200 and response.text.lstrip().startswith('<article id="memory"')
     stored = await web.services.store.get("alice", "m1")

@@ -2,29 +2,37 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from app.web.security import CONTENT_SECURITY_POLICY
-from tests.web.conftest import HTMX, Site, csrf_token, memory, post_form
+import httpx
+import msgspec
+import pytest
+from litestar.middleware.csrf import generate_csrf_hash
+
+from app.backends.minilm_embedder import MiniLMEmbedder
+from app.config import Settings
+from app.web.security import CONTENT_SECURITY_POLICY, CSRF_SECRET_KEY, load_csrf_secret
+from tests.web.conftest import HTMX, Site, csrf_token, memory, post_form, started
 
 pytestmark = pytest.mark.anyio
 
 BODY = {
     "started_at": "2026-11-23T09:00:00Z",
     "finished_at": "2026-11-23T09:05:00Z",
-    "transcript_segments": [{"text": "We should book the train tickets to Lyon tonight.", "speaker": "SPEAKER_0"}],
+    "transcript_segments": [
+        {"text": "We should book the train tickets to Lyon tonight.", "speaker": "SPEAKER_0"}
+    ],
 }
 
 
-def _assert_security_headers(headers: object) -> None:
-    assert isinstance(headers, dict) or hasattr(headers, "get")
-    csp = headers.get("content-security-policy")  # type: ignore[attr-defined]
+def _assert_security_headers(headers: httpx.Headers) -> None:
+    csp = headers["content-security-policy"]
     assert csp == CONTENT_SECURITY_POLICY
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
-    assert headers.get("x-content-type-options") == "nosniff"  # type: ignore[attr-defined]
-    assert headers.get("referrer-policy") == "same-origin"  # type: ignore[attr-defined]
-    assert headers.get("x-frame-options") == "DENY"  # type: ignore[attr-defined]
+    assert headers.get("x-content-type-options") == "nosniff"
+    assert headers.get("referrer-policy") == "same-origin"
+    assert headers.get("x-frame-options") == "DENY"
 
 
 async def test_every_page_carries_the_security_headers(web: Site) -> None:
@@ -115,3 +123,21 @@ async def test_errors_are_pages_with_escaped_details(web: Site) -> None:
     assert "&lt;script&gt;" in response.text
     htmx = await web.client.get("/memories/nope", headers=HTMX)
     assert htmx.status_code == 404 and htmx.headers["content-type"].startswith("text/plain")
+
+
+async def test_the_csrf_secret_is_kept_in_the_key_value_port(web: Site) -> None:
+    """Generated once and shared, so tokens survive a restart and work on every instance."""
+    stored = await web.services.kv.get(CSRF_SECRET_KEY)
+    assert stored is not None
+    secret = msgspec.json.decode(stored, type=str)
+    token = await csrf_token(web.client, "/")
+    assert generate_csrf_hash(token[:64], secret) == token[64:]
+    assert await load_csrf_secret(web.services.kv) == secret
+
+
+async def test_a_configured_csrf_secret_is_used_as_it_is(tmp_path: Path, embedder: MiniLMEmbedder) -> None:
+    settings = Settings(data_dir=tmp_path / "data", web_secret="s3cret-from-the-environment")
+    async for site in started(settings, embedder, "http://testserver.local"):
+        token = await csrf_token(site.client)
+        assert generate_csrf_hash(token[:64], "s3cret-from-the-environment") == token[64:]
+        assert await site.services.kv.get(CSRF_SECRET_KEY) is None
