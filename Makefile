@@ -12,17 +12,20 @@ $(BIN)/omi-backend: pyproject.toml examples/hello_plugin/pyproject.toml
 	$(BIN)/pip install --quiet -e examples/hello_plugin
 	touch $@
 
-# htmx comes from the npm package htmx.org (package-lock.json pins it), copied where the
-# static files are served from (app/web/static/vendor, ignored by git).
+# htmx and its SSE extension come from the npm packages htmx.org and htmx-ext-sse
+# (package-lock.json pins them), copied where the static files are served from
+# (app/web/static/vendor, ignored by git).
 HTMX := app/web/static/vendor/htmx.min.js
+SSE := app/web/static/vendor/htmx-ext-sse.min.js
 
-$(HTMX): package.json package-lock.json
+$(HTMX) $(SSE) &: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "npm is missing: install Node.js and npm (Debian: apt-get install npm)" >&2; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
-	mkdir -p $(dir $@)
-	cp node_modules/htmx.org/dist/htmx.min.js $@
+	mkdir -p $(dir $(HTMX))
+	cp node_modules/htmx.org/dist/htmx.min.js $(HTMX)
+	cp node_modules/htmx-ext-sse/dist/sse.min.js $(SSE)
 
-install: $(BIN)/omi-backend $(HTMX)
+install: $(BIN)/omi-backend $(HTMX) $(SSE)
 
 run: install
 	$(BIN)/omi-backend serve

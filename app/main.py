@@ -42,7 +42,8 @@ from app.plugins.context import PluginContext
 from app.plugins.host import PluginHost
 from app.plugins.manager import PluginLoad, build_plugin_manager
 from app.plugins.types import TranscriptSession
-from app.web import build_web
+from app.web import PAGES, build_web
+from app.web.rendering import folder_loader
 
 __all__ = ["build_key_value", "build_services", "build_speech_to_text", "create_app"]
 
@@ -143,7 +144,12 @@ def create_app(
     for failure in plugins.failures:
         host.record_failure(failure.name, "load", failure.error)
     pipeline = MemoryPipeline(chosen, host)
-    web = build_web(settings, chosen.kv)
+    web = build_web(
+        settings,
+        chosen.kv,
+        pages=(*PAGES, *host.pages()),
+        plugin_templates={name: folder_loader(folder) for name, folder in host.template_dirs().items()},
+    )
 
     async def on_transcript(session_id: str, uid: str, segments: list[TranscriptSegment]) -> None:
         await host.on_transcript(TranscriptSession(id=session_id, uid=uid), segments)
@@ -168,7 +174,7 @@ def create_app(
         llm=chosen.llm,
         create_memory=pipeline.create,
         is_enabled=catalogue.is_enabled,
-        extras={"catalogue": catalogue},
+        extras={"catalogue": catalogue, "live_feed": web.live_feed},
     )
 
     @asynccontextmanager

@@ -8,6 +8,7 @@ diarised speaker is the user (see :mod:`app.core.transcript`).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import wave
 from collections.abc import Sequence
@@ -127,5 +128,9 @@ async def load_profile(blobs: BlobStore, kv: KeyValue, uid: str) -> bytes | None
     data = await blobs.get(profile_path(uid))
     if data is None:
         return None
-    pcm, rate, _ = read_wav(data)
+    return await asyncio.to_thread(_pcm16k, data)
+
+
+def _pcm16k(wav: bytes) -> bytes:
+    pcm, rate, _ = read_wav(wav)
     return pcm if rate == TARGET_RATE else to_target_rate(pcm, rate)

@@ -88,6 +88,18 @@ class TokenService:
         """How many live secrets ``uid`` holds."""
         return len(await self.kv.hgetall(self._owner_key(uid)))
 
+    async def digests(self, uid: str) -> dict[str, str]:
+        """The hashes (:func:`token_digest`) of ``uid``'s live secrets, each with its creation time."""
+        return await self.kv.hgetall(self._owner_key(uid))
+
+    async def revoke_digest(self, uid: str, digest: str) -> bool:
+        """Revoke the secret of ``uid`` whose hash is ``digest``; whether ``uid`` held it."""
+        if await self.kv.hget(self._owner_key(uid), digest) is None:
+            return False
+        await self.kv.delete(self._secret_key(digest))
+        await self.kv.hdel(self._owner_key(uid), digest)
+        return True
+
     async def revoke(self, uid: str, secret: str | None = None) -> int:
         """Revoke one secret of ``uid`` (or all of them when ``secret`` is None); the number revoked."""
         owned = await self.kv.hgetall(self._owner_key(uid))

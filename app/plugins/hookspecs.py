@@ -25,7 +25,9 @@ __all__ = [
     "on_startup",
     "on_transcript",
     "plugin_info",
+    "register_pages",
     "register_routes",
+    "templates_dir",
 ]
 
 
@@ -132,4 +134,33 @@ def on_memory_processing(uid: str, memory: Memory) -> list[PluginResult] | None:
     Returns:
         Results to add to the memory's ``plugins_results``, or ``None``. A result without a
         ``plugin_id`` gets the plugin's name.
+    """
+
+
+@hookspec
+def register_pages() -> list[Any] | None:
+    """Called once while the app is built: the plugin adds pages to the web app.
+
+    Like ``register_routes`` it must be a plain function without I/O. The pages are mounted
+    beside the server's own: only a signed-in user reaches them, every form and htmx request
+    must carry the CSRF token, and a handler may ask for ``uid`` (the signed-in user),
+    ``services``, ``pipeline`` and ``catalogue``. A handler answers with
+    ``app.plugins.page(request, "plugins/<plugin name>/<template>", ...)``.
+
+    Returns:
+        Route handlers or controllers, or ``None``.
+    """
+
+
+@hookspec
+def templates_dir() -> Any:
+    """Called once while the app is built: where the plugin's page templates are.
+
+    Like ``plugin_info`` it must be a plain function without I/O. The templates in that
+    folder are named ``plugins/<plugin name>/<path in the folder>``; they may extend the
+    server's ``base.html``.
+
+    Returns:
+        A folder: a ``pathlib.Path``, a path string, or an ``importlib.resources`` traversable
+        (``importlib.resources.files(__package__) / "templates"``); or ``None``.
     """

@@ -15,11 +15,14 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -161,19 +164,43 @@ class PluginHost:
 
     def routes(self) -> list[Any]:
         """The route handlers every plugin registers, each plugin's failure recorded, not raised."""
-        routes: list[Any] = []
-        for impl in self.pm.hook.register_routes.get_hookimpls():
+        return self._handlers(self.pm.hook.register_routes)
+
+    def pages(self) -> list[Any]:
+        """The web pages every plugin registers (``register_pages``), failures recorded."""
+        return self._handlers(self.pm.hook.register_pages)
+
+    def template_dirs(self) -> dict[str, Traversable]:
+        """Each plugin's templates folder (``templates_dir``), by plugin name; failures recorded."""
+        folders: dict[str, Traversable] = {}
+        for name, result in self._plain(self.pm.hook.templates_dir):
+            if isinstance(result, str | os.PathLike):
+                result = Path(result)
+            if isinstance(result, Traversable) and result.is_dir():
+                folders[name] = result
+            elif result is not None:
+                self._record(name, "templates_dir", f"{result!r} is not a folder")
+        return folders
+
+    def _handlers(self, caller: pluggy.HookCaller) -> list[Any]:
+        handlers: list[Any] = []
+        for name, result in self._plain(caller):
+            if isinstance(result, list):
+                handlers.extend(result)
+            elif result is not None:
+                self._record(name, caller.name, f"returned {type(result).__name__}, not a list")
+        return handlers
+
+    def _plain(self, caller: pluggy.HookCaller) -> list[tuple[str, Any]]:
+        """Call a plain, build-time hook of every plugin in registration order; failures recorded."""
+        results: list[tuple[str, Any]] = []
+        for impl in caller.get_hookimpls():
             name = self.pm.get_name(impl.plugin) or impl.plugin_name
             try:
-                result = impl.function()
+                results.append((name, impl.function()))
             except Exception as exc:
-                self._fail(name, "register_routes", exc)
-                continue
-            if isinstance(result, list):
-                routes.extend(result)
-            elif result is not None:
-                self._record(name, "register_routes", f"returned {type(result).__name__}, not a list")
-        return routes
+                self._fail(name, caller.name, exc)
+        return results
 
     def plugin_infos(self) -> list[PluginInfo]:
         """The catalogue entries the plugins declare, in registration order."""

@@ -3,7 +3,9 @@
 One handler serves a page in full or, for an htmx request, just the fragment that changes:
 ``page(request, "memories/list.html", "memories/_results.html", ...)``. A form handler
 answers an htmx request with the fragment to swap in and a plain form post with a redirect
-(Post/Redirect/Get): ``done(request, "/memories/1", "memories/_memory.html", ...)``.
+(Post/Redirect/Get): ``done(request, "/memories/1", "memories/_memory.html", ...)``. A form
+the user must correct comes back with its error, as a 422 (``invalid``), which htmx swaps in
+like a success (``responseHandling`` in ``base.html``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +25,10 @@ from jinja2 import (
     FileSystemLoader,
     PrefixLoader,
     StrictUndefined,
+    TemplateNotFound,
     pass_context,
 )
+from jinja2.loaders import split_template_path
 from litestar import Response
 from litestar.connection import ASGIConnection
 from litestar.plugins.htmx import HTMXRequest
@@ -43,8 +48,11 @@ __all__ = [
     "Assets",
     "current_user",
     "done",
+    "folder_loader",
+    "invalid",
     "is_fragment_request",
     "page",
+    "safe_url",
     "template_config",
 ]
 
@@ -108,6 +116,44 @@ def _iso(value: datetime) -> str:
     return value.isoformat()
 
 
+def safe_url(value: object) -> str:
+    """``value`` when it is an http(s) URL or a path on this site, else ``""``: what may go in
+    an ``href`` or ``src`` that came from outside (a plugin catalogue), never ``javascript:``."""
+    if not isinstance(value, str):
+        return ""
+    url = value.strip()
+    if any(ord(c) < 32 for c in url) or "\\" in url:
+        return ""
+    lowered = url.lower()
+    if lowered.startswith(("https://", "http://")) and len(url) > len("https://"):
+        return url
+    if url.startswith("/") and not url.startswith("//"):
+        return url
+    return ""
+
+
+class _FolderLoader(BaseLoader):
+    """Templates from an ``importlib.resources`` folder (a package's, even inside a zip)."""
+
+    def __init__(self, root: Traversable) -> None:
+        self.root = root
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str | None, Any]:
+        node = self.root
+        for piece in split_template_path(template):  # refuses ".." (TemplateNotFound)
+            node = node / piece
+        if not node.is_file():
+            raise TemplateNotFound(template)
+        return node.read_text(encoding="utf-8"), None, lambda: True
+
+
+def folder_loader(folder: Traversable) -> BaseLoader:
+    """A Jinja loader of the templates in ``folder`` (a path, or a package's resources)."""
+    if isinstance(folder, Path):
+        return FileSystemLoader(folder)
+    return _FolderLoader(folder)
+
+
 @pass_context
 def _csrf_field(context: Mapping[str, Any]) -> Markup:
     """The hidden input that carries the CSRF token in a plain form post."""
@@ -134,7 +180,7 @@ def environment(assets: Assets, plugin_loaders: Mapping[str, BaseLoader] | None 
     env.globals.update(
         static=assets.url, categories=CATEGORIES, csrf_header=CSRF_HEADER, csrf_field=_csrf_field
     )
-    env.filters.update(when=_when, clock=_clock, iso=_iso)
+    env.filters.update(when=_when, clock=_clock, iso=_iso, safe_url=safe_url)
     return env
 
 
@@ -161,6 +207,11 @@ def page(
     context.setdefault("user", current_user(request))
     context.setdefault("section", None)
     return Template(template_name=name, context=context, status_code=status_code)
+
+
+def invalid(request: HTMXRequest, full: str, fragment: str, **context: Any) -> Template:
+    """A form to correct, with its error: ``full`` or (htmx) ``fragment``, as a 422."""
+    return page(request, full, fragment, status_code=422, **context)
 
 
 def done(

@@ -2,11 +2,11 @@
 
 Every response of the web and static routers carries a Content-Security-Policy that allows
 only our own scripts and styles (no inline script, no ``eval``: htmx is configured not to
-need them), ``frame-ancestors 'none'``, ``nosniff`` and a same-origin referrer policy. Pages
-are also ``no-store`` (they hold personal data) and ``Vary: HX-Request`` (one URL serves a
-page or its fragment). Cookies set over HTTPS (``scope["scheme"]``, which uvicorn takes from
-``X-Forwarded-Proto`` behind a trusted proxy), or always with ``OMI_WEB_SECURE_COOKIES``,
-get the ``Secure`` attribute.
+need them) and images from here or over HTTPS (plugin icons), ``frame-ancestors 'none'``,
+``nosniff`` and a same-origin referrer policy. Pages are also ``no-store`` (they hold
+personal data) and ``Vary: HX-Request`` (one URL serves a page or its fragment). Cookies
+set over HTTPS (``scope["scheme"]``, which uvicorn takes from ``X-Forwarded-Proto`` behind a
+trusted proxy), or always with ``OMI_WEB_SECURE_COOKIES``, get the ``Secure`` attribute.
 
 CSRF: Litestar's double-submit middleware with an HMAC secret from ``OMI_WEB_SECRET`` or,
 when unset, one generated once and kept in the KeyValue port (so every instance sharing a
@@ -34,7 +34,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "default-src 'self'",
         "script-src 'self'",
         "style-src 'self'",
-        "img-src 'self' data:",
+        "img-src 'self' data: https:",  # plugin icons in the catalogue are on their authors' sites
         "connect-src 'self'",
         "object-src 'none'",
         "base-uri 'none'",

@@ -32,22 +32,33 @@ from app.core.ports import KeyValue
 from app.core.tokens import TokenService
 from app.web.auth import LoginPages, WebAuth, provide_web_uid
 from app.web.errors import exception_handlers
+from app.web.live import LiveFeed, LivePage, build_channels
 from app.web.memories import MemoryListPage
 from app.web.memory import MemoryPage
+from app.web.plugins import PluginsPage
 from app.web.rendering import STATIC_DIR, STATIC_PATH, Assets, environment, template_config
 from app.web.security import SecurityHeaders, csrf_config, load_csrf_secret
 from app.web.sessions import KeyValueStore, WebSessionConfig
+from app.web.settings import SettingsPage
 
 __all__ = ["PAGES", "SESSION_COOKIE", "Web", "build_web"]
 
 log = logging.getLogger("omi_backend.web")
 
-PAGES: tuple[ControllerRouterHandler, ...] = (LoginPages, MemoryListPage, MemoryPage)
+PAGES: tuple[ControllerRouterHandler, ...] = (
+    LoginPages,
+    MemoryListPage,
+    MemoryPage,
+    PluginsPage,
+    SettingsPage,
+    LivePage,
+)
 """The page families, one module each. A new page family is added here."""
 
 SESSION_COOKIE = "omi_session"
 SESSION_STORE = "web_sessions"
 HTMX = "vendor/htmx.min.js"
+SSE = "vendor/htmx-ext-sse.min.js"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +69,7 @@ class Web:
     template_config: TemplateConfig[JinjaTemplateEngine]
     plugins: list[PluginProtocol]
     stores: dict[str, Store]
+    live_feed: LiveFeed
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
@@ -68,18 +80,25 @@ def build_web(
     pages: Sequence[ControllerRouterHandler] = PAGES,
     plugin_templates: Mapping[str, BaseLoader] | None = None,
 ) -> Web:
-    """The web router, the static files, the template engine, the htmx plugin and the session store.
+    """The web router, the static files, the template engine, the htmx and channels plugins,
+    the session store and the live feed.
 
     Args:
         settings: The server's settings (``OMI_WEB_*``).
         kv: The KeyValue port: sessions and the CSRF secret live there.
-        pages: The page families to serve (controllers, routers or handlers).
+        pages: The page families to serve (controllers, routers or handlers); plugins' pages
+            (``register_pages``) are added here.
         plugin_templates: Template loaders of plugins, by plugin name; their templates are
             named ``plugins/<name>/<template>``.
     """
     assets = Assets()
-    if not assets.has(HTMX):
-        log.warning("%s is missing: the pages work, but without htmx (run `make install`)", STATIC_DIR / HTMX)
+    for vendored in (HTMX, SSE):
+        if not assets.has(vendored):
+            log.warning(
+                "%s is missing: the pages work, but without it (run `make install`)", STATIC_DIR / vendored
+            )
+    channels = build_channels(settings)
+    live_feed = LiveFeed(channels, prefix=settings.redis_prefix)
     csrf = csrf_config(settings.web_secret)
     sessions = WebSessionConfig(
         key=SESSION_COOKIE,
@@ -102,6 +121,7 @@ def build_web(
         dependencies={
             "uid": Provide(provide_web_uid),
             "web_auth": Provide(lambda: auth, use_cache=True, sync_to_thread=False),
+            "live_feed": Provide(lambda: live_feed, use_cache=True, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,
         request_class=HTMXRequest,
@@ -122,7 +142,8 @@ def build_web(
     return Web(
         route_handlers=[router, static],
         template_config=template_config(environment(assets, plugin_templates)),
-        plugins=[HTMXPlugin(HTMXConfig(set_request_class_globally=False))],
+        plugins=[HTMXPlugin(HTMXConfig(set_request_class_globally=False)), channels],
         stores={SESSION_STORE: KeyValueStore(kv, prefix="web:sessions:")},
+        live_feed=live_feed,
         on_startup=[load_secret],
     )

@@ -1,7 +1,8 @@
 """Webhooks to Omi plugin servers: signed, retried from a durable queue, logged.
 
-The entry point ``omi_webhooks`` names :class:`OmiWebhooks`; the web pages read a plugin's
-delivery log with :func:`read_deliveries` and show its secret with :func:`webhook_secret`.
+The entry point ``omi_webhooks`` names :class:`OmiWebhooks`. It adds a page to the web app,
+``/plugins/{id}/deliveries`` (:mod:`.pages`): the signed-in user's delivery log of one
+catalogue entry (:func:`read_deliveries`), with a button that sends a delivery again.
 """
 
 from __future__ import annotations

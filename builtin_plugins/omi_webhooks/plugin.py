@@ -15,6 +15,10 @@ passes a per-target circuit breaker (:mod:`.breaker`). A ``200`` reply ``{"messa
 longer than 5 characters becomes a Message from that entry; a ``410`` disables the entry
 for that user. URLs resolving to private addresses are refused unless
 ``OMI_WEBHOOK_ALLOW_PRIVATE`` is set.
+
+Each user sees the delivery log of an entry at ``/plugins/{id}/deliveries`` (:mod:`.pages`,
+a page this plugin adds to the web app), where a delivery still waiting for a retry, or
+given up, can be sent again at once.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from importlib.resources.abc import Traversable
 from typing import Any, TypeVar
 
 import httpx
@@ -38,6 +43,7 @@ from app.core.netguard import check_public_url
 from app.core.ports import KeyValue
 from app.plugins import PluginContext, PluginInfo, TranscriptSession, hookimpl
 from builtin_plugins.omi_webhooks.breaker import CircuitBreaker
+from builtin_plugins.omi_webhooks.pages import TEMPLATES, deliveries_pages
 from builtin_plugins.omi_webhooks.sender import Outcome, send_signed
 from builtin_plugins.omi_webhooks.signing import webhook_secret
 from builtin_plugins.omi_webhooks.state import (
@@ -48,6 +54,8 @@ from builtin_plugins.omi_webhooks.state import (
     QueuedDelivery,
     append_delivery,
     disable_for_user,
+    give_up,
+    requeue,
 )
 from builtin_plugins.omi_webhooks.targets import Target, breaker_key, webhook_targets, with_uid
 
@@ -194,7 +202,26 @@ class OmiWebhooks:
             self._transcripts.add(task)
             task.add_done_callback(self._transcripts.discard)
 
+    @hookimpl
+    def register_pages(self) -> list[Any]:
+        return deliveries_pages(self)
+
+    @hookimpl
+    def templates_dir(self) -> Traversable:
+        return TEMPLATES
+
     # -- the retry queue ---------------------------------------------------------------------
+
+    async def retry(self, plugin_id: str, uid: str, webhook_id: str) -> bool:
+        """Send a delivery of ``plugin_id`` to ``uid`` again now (the delivery log's retry
+        button): one waiting for a later attempt, or one given up. ``False`` when ``uid`` has
+        no such delivery."""
+        if await requeue(self._kv(), plugin_id, uid, webhook_id, self.clock()) is None:
+            return False
+        wake: asyncio.Event | None = getattr(self, "_wake", None)
+        if wake is not None:
+            wake.set()
+        return True
 
     async def process_due(self) -> float | None:
         """Attempt every queued delivery that is due; when the next one is due (or ``None``).
@@ -338,6 +365,7 @@ class OmiWebhooks:
                     delivery.attempt,
                     outcome.error or outcome.status,
                 )
+                await give_up(kv, webhook_id, delivery)
                 await kv.hdel(QUEUE_KEY, webhook_id)
             else:
                 delivery.due_at = self.clock() + SCHEDULE[delivery.attempt]
@@ -486,3 +514,7 @@ class OmiWebhooks:
 
     def _kv(self) -> KeyValue:
         return self._require_context().kv
+
+    def key_value(self) -> KeyValue:
+        """The KeyValue port the queue and the delivery log are kept in (once started)."""
+        return self._kv()

@@ -6,6 +6,9 @@
   same bytes under the same ``webhook-id``.
 - ``webhooks:claim:{webhook id}``: taken (``add`` with a TTL) by the process attempting a
   delivery, so several server processes on one Redis never send it twice at once.
+- ``webhooks:given_up:{webhook id}``: a delivery given up after its last attempt, kept
+  (:data:`GIVEN_UP_DAYS` days) so that its user can send it again from the delivery log:
+  :func:`requeue` puts it (or a queued delivery) back in the queue, due now.
 - ``plugins:{id}:deliveries:{uid}``: the delivery log, a capped list of
   :class:`DeliveryRecord` (JSON), oldest first; :func:`read_deliveries` reads it.
 - ``users:{uid}:enabled_plugins``: the catalogue's JSON list of the plugins a user enabled;
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
@@ -23,6 +27,8 @@ from app.core.ports import KeyValue
 
 __all__ = [
     "CLAIM_PREFIX",
+    "GIVEN_UP_DAYS",
+    "GIVEN_UP_PREFIX",
     "QUEUE_KEY",
     "DeliveryRecord",
     "Event",
@@ -31,11 +37,16 @@ __all__ = [
     "deliveries_key",
     "disable_for_user",
     "enabled_plugins_key",
+    "give_up",
     "read_deliveries",
+    "requeue",
+    "retryable",
 ]
 
 QUEUE_KEY = "webhooks:queue"
 CLAIM_PREFIX = "webhooks:claim:"
+GIVEN_UP_PREFIX = "webhooks:given_up:"
+GIVEN_UP_DAYS = 30
 LOG_CAP = 100
 
 Event = Literal["memory_created", "transcript_processed"]
@@ -113,6 +124,60 @@ async def read_deliveries(kv: KeyValue, plugin_id: str, uid: str, limit: int = 5
         return []
     raw = await kv.items(deliveries_key(plugin_id, uid), -limit, -1)
     return [msgspec.json.decode(item, type=DeliveryRecord) for item in reversed(raw)]
+
+
+async def give_up(kv: KeyValue, webhook_id: str, delivery: QueuedDelivery) -> None:
+    """Keep a delivery given up after its last attempt, so that it can be sent again."""
+    value = msgspec.json.encode(delivery).decode()
+    await kv.set(GIVEN_UP_PREFIX + webhook_id, value, ttl=GIVEN_UP_DAYS * 86_400.0)
+
+
+def _owned(raw: str | None, plugin_id: str, uid: str) -> QueuedDelivery | None:
+    if raw is None:
+        return None
+    try:
+        delivery = msgspec.json.decode(raw, type=QueuedDelivery)
+    except msgspec.DecodeError:
+        return None
+    return delivery if (delivery.plugin_id, delivery.uid) == (plugin_id, uid) else None
+
+
+async def retryable(kv: KeyValue, plugin_id: str, uid: str, webhook_ids: Iterable[str]) -> set[str]:
+    """Which of ``webhook_ids`` (deliveries of one plugin to one user) can be sent again now:
+    the ones waiting in the queue for a later attempt and the ones given up."""
+    wanted = set(webhook_ids)
+    if not wanted:
+        return set()
+    queue = await kv.hgetall(QUEUE_KEY)
+    found: set[str] = set()
+    for webhook_id in wanted:
+        raw = queue.get(webhook_id) or await kv.get(GIVEN_UP_PREFIX + webhook_id)
+        if _owned(raw, plugin_id, uid) is not None:
+            found.add(webhook_id)
+    return found
+
+
+async def requeue(
+    kv: KeyValue, plugin_id: str, uid: str, webhook_id: str, now: float
+) -> QueuedDelivery | None:
+    """Make a delivery of ``plugin_id`` to ``uid`` due at ``now``: one waiting in the queue, or
+    one given up (back in the queue for one more attempt). ``None`` when there is no such
+    delivery of that plugin and user.
+
+    A delivery being attempted at that moment keeps the schedule that attempt gives it.
+    """
+    raw = await kv.hget(QUEUE_KEY, webhook_id)
+    given_up = raw is None
+    if given_up:
+        raw = await kv.get(GIVEN_UP_PREFIX + webhook_id)
+    delivery = _owned(raw, plugin_id, uid)
+    if delivery is None:
+        return None
+    delivery.due_at = now
+    await kv.hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
+    if given_up:
+        await kv.delete(GIVEN_UP_PREFIX + webhook_id)
+    return delivery
 
 
 async def disable_for_user(kv: KeyValue, plugin_id: str, uid: str) -> bool:

@@ -2,8 +2,9 @@
 
 The Redis adapter runs against the real server at 127.0.0.1:6379 (database 15), once as it
 is and once with a key prefix of its own. Each test writes only keys under its own unique
-prefix ``ns`` and removes them afterwards, so runs in parallel do not disturb each other. A production adapter joins by adding a param to
-``open_kv``; ``open_kv()`` called again must reach the same data (reopen).
+prefix ``ns`` and removes them afterwards, so runs in parallel do not disturb each other.
+A production adapter joins by adding a param to ``open_kv``; ``open_kv()`` called again
+must reach the same data (reopen).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.adapters import build_key_value, build_memory_store
+from app.config import Settings
 from app.core.pipeline import PENDING_INDEX_KEY
 from app.core.ports import VectorItem
 from app.main import build_services
@@ -87,11 +88,11 @@ async def test_reindex_names_the_fix_when_the_index_holds_another_dimension(
 ) -> None:
     data = tmp_path / "data"
     use_env(monkeypatch, tmp_path, {"OMI_DATA_DIR": str(data)})
-    services = build_services(production.settings(data_dir=data, memory_store="sqlite", vector_index="numpy"))
+    store = build_memory_store(Settings(data_dir=data))
     try:
-        await services.store.put("alice", make_memory("m1"))
+        await store.put("alice", make_memory("m1"))
     finally:
-        await services.close()
+        await store.close()
     assert await cli("reindex") == 0  # MiniLM: 384 dimensions
     use_env(
         monkeypatch,
