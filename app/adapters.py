@@ -148,6 +148,11 @@ def describe(settings: Settings) -> dict[str, str]:
             if settings.language_model == "openai"
             else "rules (the embedded structurer)"
         ),
+        "stt": (
+            f"deepgram ({settings.deepgram_url or 'api.deepgram.com'})"
+            if settings.stt == "deepgram"
+            else "whisper (faster-whisper tiny.en)"
+        ),
     }
 
 

@@ -134,6 +134,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         log_level=settings.log_level,
         ws_max_size=1024 * 1024,
+        timeout_graceful_shutdown=10,  # open /live event streams would otherwise hold a stop
     )
     return 0
 

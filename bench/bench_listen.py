@@ -218,7 +218,7 @@ async def memory_run(name: str) -> dict[str, Any]:
     report: dict[str, Any] = {"clip": name, "seconds": seconds}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        token = make_token(data, "alice")
+        token = await asyncio.to_thread(make_token, data, "alice")
         with server(data, OMI_LOG_LEVEL="warning") as url:
             ws_url = url.replace("http", "ws")
             # warm the model up (the first stream loads it)
@@ -239,7 +239,7 @@ async def memory_run(name: str) -> dict[str, Any]:
                 report["close_to_memory_s"] = round(time.perf_counter() - closed, 2)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        token = make_token(data, "alice")
+        token = await asyncio.to_thread(make_token, data, "alice")
         with server(data, OMI_LOG_LEVEL="warning", OMI_MEMORY_SILENCE_SECONDS="1") as url:
             ws_url = url.replace("http", "ws")
             await stream_clip(ws_url, token, frames[:10], "codec=pcm16&sample_rate=16000", 0)

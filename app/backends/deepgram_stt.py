@@ -241,6 +241,7 @@ class DeepgramStream:
         self._engine._streams.discard(self)
         if not self._connected.done():
             self._connected.set_exception(BackendUnavailable("deepgram", "stream closed while connecting"))
+            self._connected.exception()  # retrieved: whoever waited for it was cancelled (or gets it too)
         if not self._task.done():
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=5.0)

@@ -10,7 +10,8 @@ that does not answer is a failed line, never a hang:
 - blobs: put, get and delete of a probe blob under ``omi-doctor/``;
 - kv: a ping where the adapter has one (Redis), then set, get and delete of a probe key;
 - embedder: one word, checked for the promised dimension;
-- llm: one discard decision on a short sentence (for OpenAI, a tiny request).
+- llm: one discard decision on a short sentence (for OpenAI, a tiny request);
+- stt: a live stream opened and closed (Deepgram: a connection; Whisper: the model loaded).
 
 One line per backend on stdout; exit status 1 if any check failed.
 """
@@ -28,7 +29,17 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from app.core.errors import BackendUnavailable
-from app.core.ports import BlobStore, Embedder, KeyValue, LanguageModel, MemoryQuery, MemoryStore, VectorIndex
+from app.core.models import TranscriptSegment
+from app.core.ports import (
+    BlobStore,
+    Embedder,
+    KeyValue,
+    LanguageModel,
+    MemoryQuery,
+    MemoryStore,
+    SpeechToText,
+    VectorIndex,
+)
 from app.ops.common import close_all
 
 if TYPE_CHECKING:
@@ -37,7 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["Check", "diagnose", "explain", "register", "run"]
 
 PROBE_UID = "omi-doctor"
-_ORDER = ("store", "index", "blobs", "kv", "embedder", "llm")
+_ORDER = ("store", "index", "blobs", "kv", "embedder", "llm", "stt")
 
 
 @runtime_checkable
@@ -135,6 +146,14 @@ async def _llm(llm: LanguageModel) -> None:
     await llm.should_discard("The design review is on Tuesday at three; I will send the slides by Friday.")
 
 
+async def _stt(stt: SpeechToText) -> None:
+    async def ignore(segments: list[TranscriptSegment]) -> None:
+        pass
+
+    stream = await stt.open(language="en", sample_rate=16_000, on_segments=ignore)
+    await stream.close()
+
+
 async def _check(
     port: str, adapter: str, build: Callable[[], Any], probe: Callable[[Any], Awaitable[None]], limit: float
 ) -> tuple[Check, Any]:
@@ -154,6 +173,7 @@ async def _check(
 async def diagnose(settings: Settings, limit: float = 20.0) -> list[Check]:
     """Check each configured backend; one :class:`Check` per port, in a fixed order."""
     from app import adapters
+    from app.main import build_speech_to_text
 
     described = adapters.describe(settings)
     checks: list[Check] = []
@@ -195,6 +215,11 @@ async def diagnose(settings: Settings, limit: float = 20.0) -> list[Check]:
         else:
             check = Check("llm", described["llm"], "not checked: the embedder could not be made", True)
         checks.append(check)
+        check, built = await _check(
+            "stt", described["stt"], lambda: build_speech_to_text(settings), _stt, limit
+        )
+        checks.append(check)
+        opened.append(built)
     finally:
         await close_all(*(adapter for adapter in opened if adapter is not None))
     return sorted(checks, key=lambda c: _ORDER.index(c.port))
@@ -208,7 +233,8 @@ def register(commands: Any) -> None:
         description=(
             "Check each configured backend (store: a read; index: a query; blobs: put, get and "
             "delete of a probe; kv: ping, set, get and delete; embedder: one word; llm: one small "
-            "request) and print one line per backend. Exit status 1 if any check fails."
+            "request; stt: a live stream opened and closed) and print one line per backend. Exit "
+            "status 1 if any check fails."
         ),
     )
     parser.add_argument(

@@ -174,12 +174,11 @@ class PluginHost:
         """Each plugin's templates folder (``templates_dir``), by plugin name; failures recorded."""
         folders: dict[str, Traversable] = {}
         for name, result in self._plain(self.pm.hook.templates_dir):
-            if isinstance(result, str | os.PathLike):
-                result = Path(result)
-            if isinstance(result, Traversable) and result.is_dir():
-                folders[name] = result
+            folder = Path(result) if isinstance(result, str | os.PathLike) else result
+            if isinstance(folder, Traversable) and folder.is_dir():
+                folders[name] = folder
             elif result is not None:
-                self._record(name, "templates_dir", f"{result!r} is not a folder")
+                self._record(name, "templates_dir", f"{str(result)!r} is not a folder")
         return folders
 
     def _handlers(self, caller: pluggy.HookCaller) -> list[Any]:

@@ -41,6 +41,7 @@ from app.web.rendering import page
 __all__ = [
     "EVENT",
     "HEARTBEAT_SECONDS",
+    "READY",
     "STREAM_SECONDS",
     "LiveFeed",
     "LivePage",
@@ -51,6 +52,9 @@ __all__ = [
 
 EVENT: Final = "segments"
 """The SSE event type of new lines (``sse-swap="segments"`` on the page)."""
+READY: Final = "ready"
+"""The SSE event sent once the stream is subscribed: the page's status line swaps it in."""
+READY_TEXT: Final = "Connected: what the Omi app records now appears below."
 HEARTBEAT_SECONDS: Final = 15.0
 STREAM_SECONDS: Final = 600.0
 RETRY_MS: Final = 2_000
@@ -136,11 +140,12 @@ class LiveFeed:
         heartbeat: float = HEARTBEAT_SECONDS,
         lifetime: float = STREAM_SECONDS,
     ) -> AsyncIterator[LiveUpdate | None]:
-        """``uid``'s updates as they come, ``None`` after each ``heartbeat`` seconds without
-        one; the stream ends after ``lifetime`` seconds."""
+        """``uid``'s updates as they come: ``None`` first, once subscribed, then after each
+        ``heartbeat`` seconds without an update; the stream ends after ``lifetime`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + lifetime
         async with self.subscription(uid) as queue:
+            yield None
             while (left := deadline - loop.time()) > 0:
                 try:
                     async with asyncio.timeout(min(heartbeat, left)):
@@ -171,15 +176,18 @@ async def open_segments(pipeline: MemoryPipeline, uid: str) -> list[TranscriptSe
 async def _events(
     request: HTMXRequest, uid: str, feed: LiveFeed, web_auth: WebAuth, render: Callable[..., str]
 ) -> AsyncIterator[ServerSentEventMessage]:
-    yield ServerSentEventMessage(data=None, comment="live", retry=RETRY_MS)
+    ready = False
     async for update in feed.stream(uid):
-        if update is None:
+        if update is None and not ready:  # subscribed: from now on nothing is missed
+            ready = True
+            yield ServerSentEventMessage(event=READY, data=READY_TEXT, retry=RETRY_MS)
+        elif update is None:
             if await web_auth.user(request) != uid:  # signed out, or the token was revoked
                 return
             yield ServerSentEventMessage(data=None, comment="ping")
-            continue
-        html = render(segments=update.segments, session_id=update.session_id)
-        yield ServerSentEventMessage(event=EVENT, data=html)
+        else:
+            html = render(segments=update.segments, session_id=update.session_id)
+            yield ServerSentEventMessage(event=EVENT, data=html)
 
 
 class LivePage(Controller):

@@ -20,14 +20,24 @@ from typing import Any
 
 import msgspec
 from litestar.config.csrf import CSRFConfig
-from litestar.datastructures import MutableScopeHeaders
+from litestar.datastructures import FormMultiDict, MutableScopeHeaders
 from litestar.enums import ScopeType
+from litestar.exceptions import PermissionDeniedException
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.middleware.csrf import CSRFMiddleware
+from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
+from litestar.utils.scope.state import ScopeState
 
 from app.core.ports import KeyValue
 
-__all__ = ["CONTENT_SECURITY_POLICY", "CSRF_HEADER", "SecurityHeaders", "csrf_config", "load_csrf_secret"]
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "CSRF_HEADER",
+    "CSRFGuard",
+    "SecurityHeaders",
+    "csrf_config",
+    "load_csrf_secret",
+]
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -97,6 +107,20 @@ def _secure_cookies(headers: MutableScopeHeaders) -> None:
     for cookie in cookies:
         attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
         headers.add("set-cookie", cookie if "secure" in attributes else f"{cookie}; Secure")
+
+
+class CSRFGuard(CSRFMiddleware):
+    """Litestar's CSRF middleware, closing the files of a refused multipart form (Litestar
+    closes them after a handler ran, but not when the middleware refused the request)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except PermissionDeniedException:
+            form = ScopeState.from_scope(scope).form
+            if form is not Empty:
+                await FormMultiDict.from_form_data(form).close()
+            raise
 
 
 class SharedCSRFConfig(CSRFConfig):

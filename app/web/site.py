@@ -18,7 +18,6 @@ from litestar import Router
 from litestar.datastructures import CacheControlHeader
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.middleware.csrf import CSRFMiddleware
 from litestar.plugins import PluginProtocol
 from litestar.plugins.htmx import HTMXConfig, HTMXPlugin, HTMXRequest
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -37,7 +36,7 @@ from app.web.memories import MemoryListPage
 from app.web.memory import MemoryPage
 from app.web.plugins import PluginsPage
 from app.web.rendering import STATIC_DIR, STATIC_PATH, Assets, environment, template_config
-from app.web.security import SecurityHeaders, csrf_config, load_csrf_secret
+from app.web.security import CSRFGuard, SecurityHeaders, csrf_config, load_csrf_secret
 from app.web.sessions import KeyValueStore, WebSessionConfig
 from app.web.settings import SettingsPage
 
@@ -116,7 +115,7 @@ def build_web(
         middleware=[
             SecurityHeaders(pages=True, secure_cookies=settings.web_secure_cookies),
             sessions.middleware,
-            DefineMiddleware(CSRFMiddleware, config=csrf),
+            DefineMiddleware(CSRFGuard, config=csrf),
         ],
         dependencies={
             "uid": Provide(provide_web_uid),

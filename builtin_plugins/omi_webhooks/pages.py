@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from importlib.resources import files
 from importlib.resources.abc import Traversable
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
 import msgspec
@@ -52,6 +52,7 @@ PluginId = Annotated[str, PathParameter(min_length=1, max_length=128)]
 WebhookId = Annotated[str, PathParameter(min_length=1, max_length=64)]
 
 
+@runtime_checkable
 class Webhooks(Protocol):
     """What the page needs of the plugin (:class:`~builtin_plugins.omi_webhooks.OmiWebhooks`)."""
 

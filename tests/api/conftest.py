@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -91,30 +92,39 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", admin_key="test-admin-key-", max_body_bytes=2 * 1024 * 1024)
 
 
-Backends = Callable[[Settings], tuple[Settings, Services]]
+@dataclass(frozen=True)
+class Backends:
+    """Makes an app's settings and services: ``backends(settings) -> (settings, services)``."""
+
+    kind: str  # "embedded" or "production"
+    make: Callable[[Settings], tuple[Settings, Services]]
+
+    def __call__(self, settings: Settings) -> tuple[Settings, Services]:
+        return self.make(settings)
 
 
 @pytest.fixture(params=["embedded", "production"])
 def backends(request: pytest.FixtureRequest, embedder: MiniLMEmbedder) -> Backends:
     """Settings and services for an app: the embedded adapters, or every production one."""
     if request.param == "embedded":
-        return lambda settings: (settings, embedded_services(settings.data_dir, embedder))
+        return Backends(
+            "embedded", lambda settings: (settings, embedded_services(settings.data_dir, embedder))
+        )
     production: Production = request.getfixturevalue("production")
 
     def make(settings: Settings) -> tuple[Settings, Services]:
         chosen = production.settings(settings)
         return chosen, production_services(chosen, WHISPER)
 
-    return make
+    return Backends("production", make)
 
 
 @pytest.fixture
-async def api(request: pytest.FixtureRequest, settings: Settings, backends: Backends) -> AsyncIterator[Api]:
+async def api(settings: Settings, backends: Backends) -> AsyncIterator[Api]:
     settings, services = backends(settings)
     app = create_app(settings, services=services)
     async with in_loop_client(app) as client:
         tokens = TokenService(services.kv)
         alice = {"Authorization": f"Bearer {await tokens.create('alice')}"}
         bob = {"Authorization": f"Bearer {await tokens.create('bob')}"}
-        kind = request.node.callspec.params.get("backends", "embedded")
-        yield Api(client=client, services=services, alice=alice, bob=bob, backends=kind)
+        yield Api(client=client, services=services, alice=alice, bob=bob, backends=backends.kind)

@@ -1,4 +1,8 @@
-"""The workflow and screenpipe integrations: per-user keys, the global key, bodies, idempotency."""
+"""The workflow and screenpipe integrations: per-user keys, the global key, bodies, idempotency.
+
+Each test runs on the embedded adapters and on the production ones (the ``backends`` fixture
+of ``tests/api/conftest.py``).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
-from app.backends.minilm_embedder import MiniLMEmbedder
 from app.config import Settings
 from app.core.ports import MemoryQuery
 from app.core.services import Services
 from app.core.tokens import TokenService
 from app.main import create_app
 from integrations.common import integration_keys, text_segments
-from tests.api.conftest import embedded_services
+from tests.api.conftest import Backends
+from tests.inloop import in_loop_client
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +43,7 @@ WRITTEN = (
 
 @dataclass
 class Integrations:
-    client: AsyncTestClient  # type: ignore[type-arg]
+    client: httpx.AsyncClient
     services: Services
     alice_key: str
     bob_key: str
@@ -58,12 +62,9 @@ def global_key() -> str | None:
 
 
 @pytest.fixture
-async def api(
-    tmp_path: Path, embedder: MiniLMEmbedder, global_key: str | None
-) -> AsyncIterator[Integrations]:
-    settings = Settings(data_dir=tmp_path / "data", integrations_api_key=global_key)
-    services = embedded_services(settings.data_dir, embedder)
-    async with AsyncTestClient(app=create_app(settings, services=services)) as client:
+async def api(tmp_path: Path, backends: Backends, global_key: str | None) -> AsyncIterator[Integrations]:
+    settings, services = backends(Settings(data_dir=tmp_path / "data", integrations_api_key=global_key))
+    async with in_loop_client(create_app(settings, services=services)) as client:
         keys = integration_keys(services.kv)
         yield Integrations(
             client=client,

@@ -1,5 +1,8 @@
 """The omi_webhooks plugin end to end: POST /v1/memories -> a fake Omi plugin server.
 
+The tests that run an app through ``running`` do so on the embedded adapters and on the
+production ones (the ``backends`` fixture): the queue, the breaker and the delivery log in Redis.
+
 The catalogue is a stand-in with ``entry``/``omi_entries`` (the real one is written
 alongside); enabled state is the catalogue's KeyValue key ``users:{uid}:enabled_plugins``.
 Time for the retry schedule and the breaker is a fake clock moved by the tests.
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import msgspec
 import pytest
 from litestar import Litestar
@@ -39,9 +43,10 @@ from builtin_plugins.omi_webhooks import (
     read_deliveries,
     webhook_secret,
 )
-from tests.api.conftest import embedded_services
+from tests.api.conftest import Backends, embedded_services
 from tests.api.test_memories import body
 from tests.fakes.plugin_server import FakePluginServer
+from tests.inloop import in_loop_client
 
 pytestmark = pytest.mark.anyio
 
@@ -124,7 +129,7 @@ async def eventually(
 @dataclass
 class Harness:
     app: Litestar
-    client: AsyncTestClient  # type: ignore[type-arg]
+    client: httpx.AsyncClient  # an in-loop client, or an AsyncTestClient
     services: Services
     plugin: OmiWebhooks
     server: FakePluginServer
@@ -139,8 +144,12 @@ class Harness:
         return result
 
     async def in_app(self, function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """Run ``await function(*args)`` on the app's event loop (the test client's portal)."""
-        return await anyio.to_thread.run_sync(self.client.blocking_portal.call, function, *args)
+        """Run ``await function(*args)`` on the app's event loop: the test client's portal, or
+        this loop for an in-loop client."""
+        portal = getattr(self.client, "blocking_portal", None)
+        if portal is None:
+            return await function(*args)
+        return await anyio.to_thread.run_sync(portal.call, function, *args)
 
     async def process_due(self) -> None:
         await self.in_app(self.plugin.process_due)
@@ -172,14 +181,14 @@ def webhook_settings(tmp_path: Path) -> Settings:
 @asynccontextmanager
 async def running(
     settings: Settings,
-    embedder: MiniLMEmbedder,
+    backends: Backends,
     server: FakePluginServer,
     clock: Clock,
     entries: list[dict[str, Any]] | None = None,
     breaker: CircuitBreaker | None = None,
 ) -> AsyncIterator[Harness]:
     """An app with omi_webhooks pointed at ``server`` through the stand-in catalogue."""
-    services = embedded_services(settings.data_dir, embedder)
+    settings, services = backends(settings)
     app = create_app(settings, services=services)
     plugin = app.state.plugins.pm.get_plugin("omi_webhooks")
     assert isinstance(plugin, OmiWebhooks)
@@ -189,7 +198,7 @@ async def running(
     plugin.poll_interval = 3600.0  # the tests drive the queue with process_due
     if breaker is not None:
         plugin.breaker = breaker
-    async with AsyncTestClient(app=app) as client:
+    async with in_loop_client(app) as client:
         tokens = TokenService(services.kv)
         alice = {"Authorization": f"Bearer {await tokens.create('alice')}"}
         bob = {"Authorization": f"Bearer {await tokens.create('bob')}"}
@@ -200,14 +209,14 @@ async def running(
 
 @pytest.fixture
 async def harness(
-    webhook_settings: Settings, embedder: MiniLMEmbedder, server: FakePluginServer
+    webhook_settings: Settings, backends: Backends, server: FakePluginServer
 ) -> AsyncIterator[Harness]:
-    async with running(webhook_settings, embedder, server, Clock()) as h:
+    async with running(webhook_settings, backends, server, Clock()) as h:
         yield h
 
 
 async def test_memory_created_is_delivered_signed_and_its_reply_becomes_a_message(harness: Harness) -> None:
-    result = await harness.create()
+    result = await harness.create("grocery")  # "tomorrow": an event on every LanguageModel
     memory = result["memory"]
     [received] = harness.server.requests("/memory")
     assert received.signature_ok and received.error is None, received.error
@@ -311,16 +320,16 @@ async def test_a_delivery_is_given_up_after_the_last_attempt(harness: Harness) -
 
 
 async def test_a_restart_loses_no_queued_delivery(
-    webhook_settings: Settings, embedder: MiniLMEmbedder, server: FakePluginServer
+    webhook_settings: Settings, backends: Backends, server: FakePluginServer
 ) -> None:
     clock = Clock()
     server.mode = "fail"
-    async with running(webhook_settings, embedder, server, clock) as first:
+    async with running(webhook_settings, backends, server, clock) as first:
         await first.create()
         [(webhook_id, _)] = (await first.queue()).items()
     clock.advance(3600)
     server.mode = "ok"
-    async with running(webhook_settings, embedder, server, clock) as second:
+    async with running(webhook_settings, backends, server, clock) as second:
         # the retry task's first pass at start-up sends what is due; process_due waits for it
         await second.process_due()
         assert await second.queue() == {}
@@ -341,11 +350,11 @@ async def test_gone_disables_the_plugin_for_that_user(harness: Harness) -> None:
 
 
 async def test_the_breaker_opens_after_consecutive_failures_and_half_opens(
-    webhook_settings: Settings, embedder: MiniLMEmbedder, server: FakePluginServer
+    webhook_settings: Settings, backends: Backends, server: FakePluginServer
 ) -> None:
     clock = Clock()
     breaker = CircuitBreaker(clock, threshold=2, cooldown=60.0)
-    async with running(webhook_settings, embedder, server, clock, breaker=breaker) as h:
+    async with running(webhook_settings, backends, server, clock, breaker=breaker) as h:
         server.mode = "fail"
         await h.create()
         await h.create()
@@ -369,11 +378,11 @@ async def test_the_breaker_opens_after_consecutive_failures_and_half_opens(
 
 
 async def test_a_failed_probe_opens_the_breaker_again(
-    webhook_settings: Settings, embedder: MiniLMEmbedder, server: FakePluginServer
+    webhook_settings: Settings, backends: Backends, server: FakePluginServer
 ) -> None:
     clock = Clock()
     breaker = CircuitBreaker(clock, threshold=1, cooldown=60.0)
-    async with running(webhook_settings, embedder, server, clock, breaker=breaker) as h:
+    async with running(webhook_settings, backends, server, clock, breaker=breaker) as h:
         server.mode = "fail"
         await h.create()
         target = server.url.removeprefix("http://")
@@ -404,10 +413,10 @@ async def test_a_slow_plugin_server_does_not_delay_the_response_beyond_the_read_
 
 
 async def test_private_urls_are_refused_without_the_setting(
-    tmp_path: Path, embedder: MiniLMEmbedder, server: FakePluginServer
+    tmp_path: Path, backends: Backends, server: FakePluginServer
 ) -> None:
     settings = Settings(data_dir=tmp_path / "data", webhook_connect_timeout=1.0, webhook_read_timeout=1.0)
-    async with running(settings, embedder, server, Clock()) as h:
+    async with running(settings, backends, server, Clock()) as h:
         result = await h.create()
         assert result["messages"] == []
         assert server.requests() == []
@@ -418,10 +427,10 @@ async def test_private_urls_are_refused_without_the_setting(
 
 
 async def test_an_unreachable_server_is_logged_and_queued(
-    webhook_settings: Settings, embedder: MiniLMEmbedder, server: FakePluginServer
+    webhook_settings: Settings, backends: Backends, server: FakePluginServer
 ) -> None:
     entries = [omi_entry(PLUGIN, "http://127.0.0.1:9/memory")]  # discard port: nothing listens
-    async with running(webhook_settings, embedder, server, Clock(), entries=entries) as h:
+    async with running(webhook_settings, backends, server, Clock(), entries=entries) as h:
         await h.create()
         [(_, queued)] = (await h.queue()).items()
         assert queued.attempt == 1
@@ -430,10 +439,10 @@ async def test_an_unreachable_server_is_logged_and_queued(
 
 
 async def test_transcripts_are_delivered_and_replies_stored(
-    webhook_settings: Settings, embedder: MiniLMEmbedder, server: FakePluginServer
+    webhook_settings: Settings, backends: Backends, server: FakePluginServer
 ) -> None:
     entries = [omi_entry(PLUGIN, f"{server.url}/realtime", "transcript_processed")]
-    async with running(webhook_settings, embedder, server, Clock(), entries=entries) as h:
+    async with running(webhook_settings, backends, server, Clock(), entries=entries) as h:
         segments = [
             TranscriptSegment(text="Let's ship on Friday.", speaker="SPEAKER_1", start=0.5, end=2.0),
             TranscriptSegment(text="Agreed.", speaker="SPEAKER_0", is_user=True, start=2.1, end=2.6),

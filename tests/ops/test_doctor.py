@@ -15,7 +15,7 @@ from tests.production import Production
 
 pytestmark = pytest.mark.anyio
 
-PORTS = ["store", "index", "blobs", "kv", "embedder", "llm"]
+PORTS = ["store", "index", "blobs", "kv", "embedder", "llm", "stt"]
 
 
 def lines(out: str) -> dict[str, str]:
@@ -68,10 +68,12 @@ async def test_what_is_wrong_is_said_in_plain_words(
         REDIS_URL=f"redis://:secret@127.0.0.1:{free_port()}/0",  # nothing listens there
         OPENAI_API_KEY="sk-wrong",
         OMI_BACKEND_RETRIES="0",
+        OMI_STT="deepgram",
+        DEEPGRAM_API_KEY="dg-key",
+        OMI_DEEPGRAM_URL=f"ws://127.0.0.1:{free_port()}",
     )
     use_env(monkeypatch, tmp_path, env)
-    production.pinecone.fail_next(1, status=503)
-    assert await cli("doctor", "--timeout", "10") == 1
+    assert await cli("doctor", "--timeout", "3") == 1
     out = capsys.readouterr().out
     found = lines(out)
     assert found["store"].startswith("OK") and found["blobs"].startswith("OK")
@@ -80,7 +82,8 @@ async def test_what_is_wrong_is_said_in_plain_words(
     assert found["embedder"].startswith("FAILED") and "the key was refused" in found["embedder"]
     assert found["index"].startswith("SKIPPED") and "embedder" in found["index"]
     assert found["llm"].startswith("FAILED") and "the key was refused" in found["llm"]
-    assert out.rstrip().endswith("4 of 6 backends have a problem")
+    assert found["stt"].startswith("FAILED  deepgram") and "no answer within 3 s" in found["stt"]
+    assert out.rstrip().endswith("5 of 7 backends have a problem")
 
 
 async def test_an_index_of_another_dimension_is_reported(production: Production, tmp_path: Path) -> None:
