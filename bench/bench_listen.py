@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import ROOT, free_port, machine, make_token, percentiles
 
 FRAME = 3_200  # 100 ms of 16 kHz 16-bit audio
+WINDOW_S = 3.0  # OMI_MEMORY_SILENCE_SECONDS of the new_memory_created measurement
 AUDIO = ROOT.parent / "shared" / "audio"
 
 
@@ -216,16 +217,15 @@ async def wait_for_memories(http: httpx.AsyncClient, count: int) -> None:
 async def memory_run(name: str) -> dict[str, Any]:
     frames, seconds = clip_frames(name)
     report: dict[str, Any] = {"clip": name, "seconds": seconds}
+    pcm16 = "codec=pcm16&sample_rate=16000"
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        token = await asyncio.to_thread(make_token, data, "alice")
+        warmup, token = [await asyncio.to_thread(make_token, data, uid) for uid in ("warmup", "alice")]
         with server(data, OMI_LOG_LEVEL="warning") as url:
             ws_url = url.replace("http", "ws")
-            # warm the model up (the first stream loads it)
-            await stream_clip(ws_url, token, frames[:10], "codec=pcm16&sample_rate=16000", 0)
+            await stream_clip(ws_url, warmup, frames[:10], pcm16, 0)  # the first stream loads the model
             async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
-                await wait_for_memories(http, 1)
-                run = await stream_clip(ws_url, token, frames, "codec=pcm16&sample_rate=16000", 1.0)
+                run = await stream_clip(ws_url, token, frames, pcm16, 1.0)
                 lags = [
                     t - (run["start"] + s["end"])
                     for t, m in run["arrivals"]
@@ -234,22 +234,28 @@ async def memory_run(name: str) -> dict[str, Any]:
                 ]
                 report["segment_lag_s"] = [round(x, 2) for x in lags]
                 closed = time.perf_counter()
-                await wait_for_memories(http, 2)
+                await wait_for_memories(http, 1)
                 report["last_frame_to_memory_s"] = round(time.perf_counter() - run["last_frame"], 2)
                 report["close_to_memory_s"] = round(time.perf_counter() - closed, 2)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        token = await asyncio.to_thread(make_token, data, "alice")
-        with server(data, OMI_LOG_LEVEL="warning", OMI_MEMORY_SILENCE_SECONDS="1") as url:
+        warmup, token = [await asyncio.to_thread(make_token, data, uid) for uid in ("warmup", "alice")]
+        with server(data, OMI_LOG_LEVEL="warning", OMI_MEMORY_SILENCE_SECONDS=str(WINDOW_S)) as url:
             ws_url = url.replace("http", "ws")
-            await stream_clip(ws_url, token, frames[:10], "codec=pcm16&sample_rate=16000", 0)
-            query = "codec=pcm16&sample_rate=16000&new_memory_watch=true"
-            run = await stream_clip(ws_url, token, frames, query, 15.0)
+            await stream_clip(ws_url, warmup, frames[:10], pcm16, 0)
+            run = await stream_clip(ws_url, token, frames, f"{pcm16}&new_memory_watch=true", 15.0)
             created = [
                 t for t, m in run["arrivals"] if isinstance(m, dict) and m.get("type") == "new_memory_created"
             ]
-            if created:
-                report["speech_end_to_new_memory_created_s"] = round(created[0] - run["speech_end"], 2)
+            ends = [s["end"] for _, m in run["arrivals"] if isinstance(m, list) for s in m]
+            arrived = [t for t, m in run["arrivals"] if isinstance(m, list)]
+            if created and ends:  # from the end of the last words, less the silence window itself
+                report["speech_end_to_new_memory_created_less_window_s"] = round(
+                    created[0] - (run["start"] + max(ends)) - WINDOW_S, 2
+                )
+                report["last_segment_to_new_memory_created_less_window_s"] = round(
+                    created[0] - max(arrived) - WINDOW_S, 2
+                )
     return report
 
 
