@@ -204,6 +204,8 @@ def test_tick_an_action_item_and_see_it_persist(alice: Tab, world: World) -> Non
 def test_enable_a_plugin_and_write_a_review(alice: Tab) -> None:
     page = alice.page
     page.goto("/plugins")
+    # a form to correct (a 422, such as a refused setup check) is swapped in like a success
+    assert page.evaluate("htmx.config.responseHandling.some((r) => r.code === '422' && r.swap)")
     card = page.locator("#plugin-daily-digest")
     assert "Sums up each conversation" in card.inner_text()
     card.locator("input[role=switch]").check()
