@@ -52,6 +52,8 @@ log = logging.getLogger("omi_backend.listen")
 BYTES_PER_SECOND: Final = 2 * TARGET_RATE
 PROFILE_PAD_S: Final = 1.0  # silence after the profile, so the engine ends its utterance there
 SEND_CHUNK: Final = BYTES_PER_SECOND // 4
+PENDING_MARGIN_S: Final = 1.0  # voiced audio this far past the last words: the engine is still on it
+PENDING_GRACE_S: Final = 10.0  # the most the silence timer waits for those words
 
 TranscriptCallback = Callable[[str, str, list[TranscriptSegment]], Awaitable[None]]
 """``await on_transcript(session_id, uid, segments)``: the plugins' ``on_transcript``."""
@@ -120,6 +122,8 @@ class ListenSession:
         self._spoke = asyncio.Event()
         self._last_speech: float | None = None  # loop time of the last words or voiced audio
         self._last_speech_at: datetime | None = None  # the same, wall clock
+        self._voiced_to = 0.0  # session-timeline end of the last voiced audio
+        self._covered_to = 0.0  # session-timeline end of the last words delivered
         self._timers: list[asyncio.Task[None]] = []
         self._creating: asyncio.Task[tuple[OpenJournal, Memory] | None] | None = None
 
@@ -157,6 +161,7 @@ class ListenSession:
             self._live_bytes += len(pcm)
             if self._voice.voiced(pcm):  # someone is talking: the silence timer starts again
                 self._heard()
+                self._voiced_to = self._offset + self._live_bytes / BYTES_PER_SECOND
             await self._stream.send(pcm)
 
     async def finish(self) -> None:
@@ -209,6 +214,7 @@ class ListenSession:
             processing = self._processing
             await self._journals.append(processing.journal, live)
             merge_into(processing.segments, live)
+            self._covered_to = max(self._covered_to, live[-1].end)
             self._heard()
             self._spoke.set()
         if created:
@@ -247,7 +253,7 @@ class ListenSession:
             return
         offer, segments = claimed
         journal = offer.journal
-        self._offset = offer.timeline_end
+        self._offset = self._voiced_to = self._covered_to = offer.timeline_end
         self._memories = 1
         await self._journals.open(journal)
         if segments:
@@ -301,6 +307,9 @@ class ListenSession:
                 await self._spoke.wait()
                 continue
             remaining = self._window_left()
+            if remaining <= 0 and self._voiced_to > self._covered_to + PENDING_MARGIN_S:
+                # speech the engine has not delivered yet (a long utterance being recognised)
+                remaining += PENDING_GRACE_S
             if remaining > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
