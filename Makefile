@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint bench
+.PHONY: install run test lint
 
 $(BIN)/omi-backend: pyproject.toml examples/hello_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,3 @@ test: install lint
 	scripts/ensure-redis
 	$(BIN)/pytest
 	$(BIN)/pytest examples/hello_plugin
-
-bench: install
-	$(BIN)/python bench/run_all.py
