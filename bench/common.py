@@ -28,7 +28,6 @@ def free_port() -> int:
 
 def make_token(data_dir: Path, uid: str) -> str:
     from app.backends.sqlite_kv import SQLiteKeyValue
-
     from app.core.tokens import TokenService
 
     async def create() -> str:

@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
-from app.backends.minilm_embedder import MiniLMEmbedder
 from litestar.testing import AsyncTestClient
 
+from app.backends.minilm_embedder import MiniLMEmbedder
 from app.config import Settings
 from app.core.tokens import TokenService
 from app.main import create_app
