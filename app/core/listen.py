@@ -83,7 +83,7 @@ class ListenConfig:
 
     silence_seconds: float = 120.0
     ping_seconds: float = 30.0
-    finish_timeout: float = 60.0  # the most a session waits for the engine's last words
+    finish_timeout: float = 180.0  # the most a session waits for the engine's last words (a backlog)
 
 
 @dataclass(slots=True)
