@@ -9,8 +9,18 @@ imported only for the adapter chosen.
 
 from __future__ import annotations
 
-from app.config import Settings
-from app.core.ports import BlobStore, Embedder, KeyValue, LanguageModel, MemoryStore, VectorIndex
+from typing import Any
+
+from app.config import Settings, SettingsError
+from app.core.ports import (
+    BlobStore,
+    Embedder,
+    KeyValue,
+    LanguageModel,
+    MemoryStore,
+    SpeechToText,
+    VectorIndex,
+)
 
 __all__ = [
     "build_blob_store",
@@ -18,6 +28,7 @@ __all__ = [
     "build_key_value",
     "build_language_model",
     "build_memory_store",
+    "build_speech_to_text",
     "build_vector_index",
     "describe",
 ]
@@ -112,6 +123,31 @@ def build_language_model(settings: Settings, embedder: Embedder) -> LanguageMode
     from app.core.structurer import RuleBasedLanguageModel
 
     return RuleBasedLanguageModel(embedder)
+
+
+def build_speech_to_text(settings: Settings) -> SpeechToText:
+    """The speech-to-text engine (``OMI_STT``): embedded Whisper, or Deepgram live."""
+    if settings.stt == "deepgram":
+        if not settings.deepgram_api_key:
+            raise SettingsError("OMI_STT=deepgram needs DEEPGRAM_API_KEY")
+        from app.backends.deepgram_stt import DeepgramSpeechToText
+
+        return DeepgramSpeechToText(settings.deepgram_api_key, _deepgram_environment(settings.deepgram_url))
+    from app.backends.whisper_stt import WhisperSpeechToText
+
+    return WhisperSpeechToText(workers=settings.whisper_workers, cpu_threads=settings.inference_threads)
+
+
+def _deepgram_environment(url: str | None) -> Any:
+    """The SDK environment for ``OMI_DEEPGRAM_URL`` (a self-hosted or fake Deepgram), or ``None``."""
+    if not url:
+        return None
+    from deepgram import DeepgramClientEnvironment
+
+    base = url.rstrip("/")
+    http = base.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+    ws = http.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    return DeepgramClientEnvironment(base=http, production=ws, agent=ws, agent_rest=http)
 
 
 def describe(settings: Settings) -> dict[str, str]:

@@ -20,6 +20,7 @@ from app.adapters import (
     build_key_value,
     build_language_model,
     build_memory_store,
+    build_speech_to_text,
     build_vector_index,
 )
 from app.api.auth import Authenticator, provide_uid
@@ -28,13 +29,12 @@ from app.api.memories import MemoriesController
 from app.api.messages import MessagesController
 from app.api.plugins import PluginsController
 from app.api.speech_profile import SpeechProfileController
-from app.config import Settings, SettingsError
+from app.config import Settings
 from app.core.errors import BackendUnavailable
 from app.core.listen import ListenConfig
 from app.core.listen_manager import ListenManager
 from app.core.models import TranscriptSegment
 from app.core.pipeline import MemoryPipeline
-from app.core.ports import SpeechToText
 from app.core.services import Services
 from app.core.tokens import TokenService
 from app.plugins.catalogue import Catalogue
@@ -45,34 +45,9 @@ from app.plugins.types import TranscriptSession
 from app.web import PAGES, build_web
 from app.web.rendering import folder_loader
 
-__all__ = ["build_key_value", "build_services", "build_speech_to_text", "create_app"]
+__all__ = ["build_key_value", "build_services", "create_app"]
 
 log = logging.getLogger("omi_backend")
-
-
-def build_speech_to_text(settings: Settings) -> SpeechToText:
-    """The speech-to-text engine (``OMI_STT``): embedded Whisper, or Deepgram live."""
-    if settings.stt == "deepgram":
-        if not settings.deepgram_api_key:
-            raise SettingsError("OMI_STT=deepgram needs DEEPGRAM_API_KEY")
-        from app.backends.deepgram_stt import DeepgramSpeechToText
-
-        return DeepgramSpeechToText(settings.deepgram_api_key, _deepgram_environment(settings.deepgram_url))
-    from app.backends.whisper_stt import WhisperSpeechToText
-
-    return WhisperSpeechToText(workers=settings.whisper_workers, cpu_threads=settings.inference_threads)
-
-
-def _deepgram_environment(url: str | None) -> Any:
-    """The SDK environment for ``OMI_DEEPGRAM_URL`` (a self-hosted or fake Deepgram), or ``None``."""
-    if not url:
-        return None
-    from deepgram import DeepgramClientEnvironment
-
-    base = url.rstrip("/")
-    http = base.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
-    ws = http.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-    return DeepgramClientEnvironment(base=http, production=ws, agent=ws, agent_rest=http)
 
 
 def build_services(settings: Settings) -> Services:

@@ -173,7 +173,7 @@ async def _check(
 async def diagnose(settings: Settings, limit: float = 20.0) -> list[Check]:
     """Check each configured backend; one :class:`Check` per port, in a fixed order."""
     from app import adapters
-    from app.main import build_speech_to_text
+    from app.adapters import build_speech_to_text
 
     described = adapters.describe(settings)
     checks: list[Check] = []

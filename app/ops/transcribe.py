@@ -109,7 +109,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     progress = Progress(f"{path.name}:", int(seconds)) if seconds >= PROGRESS_FROM_S else None
     if args.memory is None:
-        from app.main import build_speech_to_text
+        from app.adapters import build_speech_to_text
 
         stt = build_speech_to_text(settings)
         try:

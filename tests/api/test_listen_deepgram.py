@@ -16,10 +16,10 @@ from typing import Any
 import anyio
 import pytest
 
+from app.adapters import build_speech_to_text
 from app.backends.deepgram_stt import DeepgramSpeechToText
 from app.backends.minilm_embedder import MiniLMEmbedder
 from app.config import Settings
-from app.main import build_speech_to_text
 from tests.api.conftest import WHISPER, Api
 from tests.api.listen_support import (
     CORPUS,
