@@ -238,7 +238,8 @@ def sessions(counts: list[int], names: list[str], tail_s: float, server_cpu: int
         f"# embedded Whisper sessions on one core ({machine()}; server on CPU {server_cpu}, clients {pinned})"
     )
     print(
-        "| sessions | segments | p50 s | p90 s | p99 s | max s | last words missing | pass (p99 < 3 s) | load |"
+        "| sessions | segments | p50 s | p90 s | p99 s | max s | last words missing | pass (p99 < 3 s) "
+        "| load |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     best = 0
