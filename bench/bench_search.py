@@ -34,6 +34,9 @@ async def seed(data: Path, count: int) -> None:
     services = build_services(Settings(data_dir=data))
 
     class NoPlugins:
+        async def on_memory_processing(self, uid: str, memory: object) -> list[object]:
+            return []
+
         async def on_memory_created(self, uid: str, memory: object) -> list[object]:
             return []
 

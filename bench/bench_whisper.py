@@ -27,11 +27,12 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,17 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, free_port, machine, make_token, percentiles
+from bench.common import ROOT, free_port, machine, make_token
 
 FRAME = 3_200  # 100 ms of 16 kHz 16-bit audio
 AUDIO = ROOT.parent / "shared" / "audio"
 LIMIT_S = 3.0  # the p99 target of a segment's latency
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    """Inclusive quantiles: with few segments the p99 stays within the samples."""
+    q = statistics.quantiles(samples_ms, n=100, method="inclusive")
+    return {"p50": statistics.median(samples_ms), "p90": q[89], "p99": q[98], "n": len(samples_ms)}
 
 
 def corpus() -> dict[str, dict[str, Any]]:
@@ -137,7 +144,9 @@ def server(data_dir: Path, cpu: int | None, **env: str) -> Iterator[str]:
     command = [sys.executable, str(ROOT / "bench" / "listen_server.py")]
     if cpu is not None and shutil.which("taskset"):
         command = ["taskset", "-c", str(cpu), *command]
-    proc = subprocess.Popen(command, env=environ, cwd=ROOT)
+    proc = subprocess.Popen(
+        command, env=environ, cwd=ROOT, stdout=subprocess.DEVNULL
+    )  # faster-whisper's INFO
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -162,15 +171,24 @@ async def one_session(
     url: str, token: str, name: str, stagger: float, tail_s: float, all_done: asyncio.Event, left: list[int]
 ) -> dict[str, Any]:
     await asyncio.sleep(stagger)
+    arrived: list[bool] = []
+
+    def arrive() -> None:
+        if not arrived:
+            arrived.append(True)
+            left[0] -= 1
+            if left[0] <= 0:
+                all_done.set()
+
     try:
-        return await _stream(url, token, name, tail_s, all_done)
+        return await _stream(url, token, name, tail_s, all_done, arrive)
     finally:
-        left[0] -= 1
-        if left[0] <= 0:
-            all_done.set()
+        arrive()  # a session that failed must not hold the others up
 
 
-async def _stream(url: str, token: str, name: str, tail_s: float, all_done: asyncio.Event) -> dict[str, Any]:
+async def _stream(
+    url: str, token: str, name: str, tail_s: float, all_done: asyncio.Event, arrive: Callable[[], None]
+) -> dict[str, Any]:
     pcm, seconds = clip_pcm(name)
     frames = [pcm[i : i + FRAME] for i in range(0, len(pcm), FRAME)]
     last_words = corpus()[name]["utterances"][-1]["end"] - 1.0  # a segment ending past this: the last
@@ -199,9 +217,12 @@ async def _stream(url: str, token: str, name: str, tail_s: float, all_done: asyn
                 break
             await ws.send(frames[i] if i < len(frames) else quiet)
             i += 1
+        arrive()
         with suppress(TimeoutError):  # the others' memories must not be made mid-measurement
             await asyncio.wait_for(all_done.wait(), tail_s + 60)
         receiver.cancel()
+    if not got_last.is_set():
+        print(f"{name}: last words (a segment ending past {last_words:.2f} s) not back", file=sys.stderr)
     return {"clip": name, "audio_s": seconds, "latencies": latencies, "got_last": got_last.is_set()}
 
 
