@@ -191,7 +191,7 @@ async def _stream(
 ) -> dict[str, Any]:
     pcm, seconds = clip_pcm(name)
     frames = [pcm[i : i + FRAME] for i in range(0, len(pcm), FRAME)]
-    last_words = corpus()[name]["utterances"][-1]["end"] - 1.0  # a segment ending past this: the last
+    last_words = corpus()[name]["utterances"][-1]["start"] + 0.5  # a segment ending past: the last
     latencies: list[float] = []
     got_last = asyncio.Event()
     query = "codec=pcm16&sample_rate=16000&language=en"
