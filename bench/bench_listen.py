@@ -38,7 +38,7 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, free_port, machine, make_token, percentiles
+from bench.common import ROOT, free_port, machine, make_token, percentiles, wait_until_up
 
 FRAME = 3_200  # 100 ms of 16 kHz 16-bit audio
 WINDOW_S = 3.0  # OMI_MEMORY_SILENCE_SECONDS of the new_memory_created measurement
@@ -54,14 +54,7 @@ def server(data_dir: Path, **env: str) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, str(script)], env=environ, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("the benchmark server did not start")
+        wait_until_up(url, attempts=600)
         yield url
     finally:
         proc.terminate()  # it waits for the memories of the sessions to be made

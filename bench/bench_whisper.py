@@ -37,12 +37,11 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import httpx
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, free_port, machine, make_token
+from bench.common import ROOT, free_port, machine, make_token, wait_until_up
 
 FRAME = 3_200  # 100 ms of 16 kHz 16-bit audio
 AUDIO = ROOT.parent / "shared" / "audio"
@@ -149,14 +148,7 @@ def server(data_dir: Path, cpu: int | None, **env: str) -> Iterator[str]:
     )  # faster-whisper's INFO
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("the benchmark server did not start")
+        wait_until_up(url, attempts=600)
         yield url
     finally:
         proc.terminate()

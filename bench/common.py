@@ -48,18 +48,22 @@ def server(data_dir: Path, **env: str) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "server.py")], env=environ, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("the benchmark server did not start")
+        wait_until_up(url, attempts=300)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def wait_until_up(url: str, attempts: int = 300) -> None:
+    """Poll ``{url}/health`` every 0.1 s until it answers 200, or raise."""
+    for _ in range(attempts):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("the benchmark server did not start")
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
