@@ -86,35 +86,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _users(settings: Settings, args: argparse.Namespace) -> int:
+async def _secrets(settings: Settings, args: argparse.Namespace) -> int:
+    """``users`` (bearer tokens) and ``keys`` (integration keys): create prints the secret alone."""
+    from app.adapters import build_key_value
     from app.core.tokens import TokenService
-    from app.main import build_key_value
-
-    kv = build_key_value(settings)
-    try:
-        tokens = TokenService(kv)
-        if args.action == "create":
-            print(await tokens.create(args.uid))
-            return 0
-        revoked = await tokens.revoke(args.uid, None if args.all else args.token)
-        print(f"revoked {revoked} token(s) of {args.uid}", file=sys.stderr)
-        return 0 if revoked else 1
-    finally:
-        await kv.close()
-
-
-async def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    from app.main import build_key_value
     from integrations.common import integration_keys
 
     kv = build_key_value(settings)
     try:
-        keys = integration_keys(kv)
+        users = args.command == "users"
+        secrets = TokenService(kv) if users else integration_keys(kv)
         if args.action == "create":
-            print(await keys.create(args.uid))
+            print(await secrets.create(args.uid))
             return 0
-        revoked = await keys.revoke(args.uid, None if args.all else args.key)
-        print(f"revoked {revoked} integration key(s) of {args.uid}", file=sys.stderr)
+        given = args.token if users else args.key
+        revoked = await secrets.revoke(args.uid, None if args.all else given)
+        noun = "token(s)" if users else "integration key(s)"
+        print(f"revoked {revoked} {noun} of {args.uid}", file=sys.stderr)
         return 0 if revoked else 1
     finally:
         await kv.close()
@@ -165,9 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings, args)
         if args.command == "plugins":
             return _plugins(settings, args)
-        if args.command == "keys":
-            return asyncio.run(_keys(settings, args))
-        return asyncio.run(_users(settings, args))
+        return asyncio.run(_secrets(settings, args))
     except ValueError as exc:
         print(f"omi-backend: {exc}", file=sys.stderr)
         return 2
