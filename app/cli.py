@@ -19,6 +19,33 @@ from app.ops import doctor, migrate, reindex, transcribe
 __all__ = ["main"]
 
 
+def _secret_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    noun: str,
+    flag: str,
+    summary: str,
+) -> None:
+    """``NAME create UID`` and ``NAME revoke UID (FLAG VALUE | --all)`` for one kind of secret."""
+    group = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        help=f"print a new {noun} for a user",
+        description=f"Print a new {noun} for UID (only the secret, on stdout; stored hashed).",
+    )
+    create.add_argument("uid", help="the user id (letters, digits and _ . @ : -)")
+    revoke = actions.add_parser(
+        "revoke",
+        help=f"revoke a user's {noun} (or all of them)",
+        description=f"Revoke one {noun} of UID, or every one of UID with --all.",
+    )
+    revoke.add_argument("uid")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument(flag, help=f"the {noun} to revoke")
+    which.add_argument("--all", action="store_true", help=f"revoke every {noun} of the user")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omi-backend", description="Open, self-hostable, Omi-compatible memory server."
@@ -31,43 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to listen on (default: OMI_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: OMI_PORT or 8000)")
 
-    users = commands.add_parser("users", help="manage user bearer tokens", description="Manage user tokens.")
-    user_commands = users.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = user_commands.add_parser(
-        "create", help="print a new bearer token for a user", description="Print a new bearer token for UID."
+    _secret_commands(commands, "users", "bearer token", "--token", "manage user bearer tokens")
+    _secret_commands(
+        commands, "keys", "integration key", "--key", "manage integration keys (workflow, screenpipe)"
     )
-    create.add_argument("uid", help="the user id (letters, digits and _ . @ : -)")
-    revoke = user_commands.add_parser(
-        "revoke",
-        help="revoke a user's token (or all of them)",
-        description="Revoke one token of UID, or every token of UID with --all.",
-    )
-    revoke.add_argument("uid")
-    which = revoke.add_mutually_exclusive_group(required=True)
-    which.add_argument("--token", help="the token to revoke")
-    which.add_argument("--all", action="store_true", help="revoke every token of the user")
-
-    keys = commands.add_parser(
-        "keys",
-        help="manage integration keys (workflow, screenpipe)",
-        description="Manage the per-user keys of the workflow and screenpipe integrations.",
-    )
-    key_commands = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
-    key_create = key_commands.add_parser(
-        "create",
-        help="print a new integration key for a user",
-        description="Print a new integration key for UID (shown once, stored hashed).",
-    )
-    key_create.add_argument("uid", help="the user id (letters, digits and _ . @ : -)")
-    key_revoke = key_commands.add_parser(
-        "revoke",
-        help="revoke a user's integration key (or all of them)",
-        description="Revoke one integration key of UID, or every key of UID with --all.",
-    )
-    key_revoke.add_argument("uid")
-    which_key = key_revoke.add_mutually_exclusive_group(required=True)
-    which_key.add_argument("--key", help="the key to revoke")
-    which_key.add_argument("--all", action="store_true", help="revoke every integration key of the user")
 
     plugins = commands.add_parser("plugins", help="inspect plugins", description="Inspect the plugins.")
     plugin_commands = plugins.add_subparsers(dest="action", required=True, metavar="ACTION")
