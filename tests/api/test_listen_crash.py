@@ -12,12 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,67 +20,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from app.backends.sqlite_kv import SQLiteKeyValue
-from app.core.tokens import TokenService
 from tests.api.listen_support import clip, encode
+from tests.serverproc import make_token, server, tail, wait_healthy
 from tests.wer import normalise
 
 pytestmark = pytest.mark.anyio
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def omi_backend() -> list[str]:
-    script = Path(sys.executable).parent / "omi-backend"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
-
-
-@contextmanager
-def server(data_dir: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    env = {**os.environ, "OMI_DATA_DIR": str(data_dir), "OMI_HOST": "127.0.0.1", "OMI_PORT": str(port)}
-    with log.open("ab") as out:
-        proc = subprocess.Popen([*omi_backend(), "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc, f"127.0.0.1:{port}"
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def tail(log: Path) -> str:
-    return log.read_text()[-3000:]
-
-
-async def wait_healthy(address: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 90
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, tail(log)
-            try:
-                if (await client.get(f"http://{address}/health", timeout=1)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(tail(log))
-
-
-async def make_token(data_dir: Path, uid: str) -> str:
-    kv = SQLiteKeyValue(data_dir / "kv.db")
-    try:
-        return await TokenService(kv).create(uid)
-    finally:
-        await kv.close()
 
 
 async def drain(ws: ClientConnection, received: list[dict[str, Any]]) -> None:
