@@ -12,7 +12,11 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import (
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+    HTTP_507_INSUFFICIENT_STORAGE,
+)
 
 from app.adapters import (
     build_blob_store,
@@ -26,11 +30,12 @@ from app.adapters import (
 from app.api.auth import Authenticator, provide_uid
 from app.api.listen import listen as listen_socket
 from app.api.memories import MemoriesController
+from app.api.openapi import COMPONENTS
 from app.api.messages import MessagesController
 from app.api.plugins import PluginsController
 from app.api.speech_profile import SpeechProfileController
 from app.config import Settings
-from app.core.errors import BackendUnavailable
+from app.core.errors import BackendUnavailable, StorageFull
 from app.core.listen import ListenConfig
 from app.core.listen_manager import ListenManager
 from app.core.models import TranscriptSegment
@@ -99,6 +104,16 @@ def _unavailable(request: Request[Any, Any, Any], exc: BackendUnavailable) -> Re
     )
 
 
+def _storage_full(request: Request[Any, Any, Any], exc: StorageFull) -> Response[Any]:
+    """The data directory's disk is full: 507, JSON; nothing of the request was half-kept."""
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return Response(
+        {"status_code": 507, "detail": "the server's disk is full: nothing was saved, try again later"},
+        status_code=HTTP_507_INSUFFICIENT_STORAGE,
+        headers={"Retry-After": "60"},
+    )
+
+
 def create_app(
     settings: Settings | None = None, services: Services | None = None, plugins: PluginLoad | None = None
 ) -> Litestar:
@@ -160,6 +175,7 @@ def create_app(
             log.info("re-indexed %d memories left pending", fixed)
         await catalogue.load()
         await host.on_startup(context)
+        pipeline.start_background()  # what a crash left owed: announced to the plugins, retried
         finished = await listen.recover()
         if finished:
             log.info("finished %d live-session memories left open", finished)
@@ -167,6 +183,7 @@ def create_app(
             yield
         finally:
             await listen.close()
+            await pipeline.stop_background()
             await host.on_shutdown()
             host.close()
             await chosen.close()
@@ -209,8 +226,11 @@ def create_app(
         exception_handlers={
             HTTP_500_INTERNAL_SERVER_ERROR: _internal_error,
             BackendUnavailable: _unavailable,
+            StorageFull: _storage_full,
         },
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="omi-backend", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="omi-backend", version="0.1.0", path="/schema", components=COMPONENTS
+        ),
         debug=False,
     )

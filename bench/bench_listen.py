@@ -11,7 +11,8 @@ end of speech -> segment at the client; last frame -> memory stored after a disc
 (polled through ``GET /v1/memories``); and, with a 1 s silence window and
 ``new_memory_watch``, the end of speech -> ``new_memory_created`` (minus the window).
 
-Run: ``.venv/bin/python bench/bench_listen.py load 50 100 200 300`` and
+Run: ``.venv/bin/python bench/bench_listen.py load 50 100 200 300 [--json]`` (``--json``
+writes the sweep to bench/results/listen.json for bench/plots.py) and
 ``.venv/bin/python bench/bench_listen.py memory``.
 """
 
@@ -38,7 +39,17 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, free_port, machine, make_token, percentiles, wait_until_up
+from bench.common import (
+    RESULTS,
+    ROOT,
+    free_port,
+    machine,
+    make_token,
+    percentiles,
+    run_info,
+    wait_until_up,
+    write_results,
+)
 
 FRAME = 3_200  # 100 ms of 16 kHz 16-bit audio
 WINDOW_S = 3.0  # OMI_MEMORY_SILENCE_SECONDS of the new_memory_created measurement
@@ -143,10 +154,16 @@ async def load_step(url: str, tokens: list[str], seconds: int) -> dict[str, Any]
     }
 
 
-def load(sessions: list[int], seconds: int) -> None:
+def load(sessions: list[int], seconds: int, out: Path | None) -> None:
     print(f"# /listen server cost ({machine()})")
     print("| sessions | p50 ms | p99 ms | segments lost | loop lag p99 ms | pass |")
     print("|---|---|---|---|---|---|")
+    result: dict[str, Any] = {
+        "benchmark": "/listen server cost per session (scripted STT), frame -> segment latency",
+        "run": run_info(),
+        "seconds_per_session": seconds,
+        "sweep": [],
+    }
     for count in sessions:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp)
@@ -160,6 +177,9 @@ def load(sessions: list[int], seconds: int) -> None:
             f"{'yes' if ok else 'no'} |",
             flush=True,
         )
+        result["sweep"].append({"sessions": count, **step, "pass": ok})
+    if out is not None:
+        write_results(out, result)
 
 
 def clip_frames(name: str) -> tuple[list[bytes], float]:
@@ -270,11 +290,18 @@ def main() -> None:
     load_parser = commands.add_parser("load", help="(a) server cost with the no-compute engine")
     load_parser.add_argument("sessions", type=int, nargs="+")
     load_parser.add_argument("--seconds", type=int, default=10, help="audio per session")
+    load_parser.add_argument(
+        "--json",
+        type=Path,
+        nargs="?",
+        const=RESULTS / "listen.json",
+        help="also write the sweep as JSON (default path: bench/results/listen.json)",
+    )
     memory_parser = commands.add_parser("memory", help="(c) latencies with the embedded Whisper engine")
     memory_parser.add_argument("clips", nargs="*", default=["grocery", "standup"])
     args = parser.parse_args()
     if args.command == "load":
-        load(args.sessions, args.seconds)
+        load(args.sessions, args.seconds, args.json)
     else:
         memory(args.clips)
 

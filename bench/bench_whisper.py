@@ -16,7 +16,8 @@ last words back. Every client keeps its socket open until all are done, so makin
 memories (at disconnect) falls outside the measurement.
 
 Run: ``.venv/bin/python bench/bench_whisper.py rtf`` and
-``.venv/bin/python bench/bench_whisper.py sessions 1 2 3 4 6``.
+``.venv/bin/python bench/bench_whisper.py sessions 1 2 3 4 6 [--json]`` (``--json`` writes the
+sweep to bench/results/whisper.json for bench/plots.py).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, free_port, machine, make_token, wait_until_up
+from bench.common import RESULTS, ROOT, free_port, machine, make_token, run_info, wait_until_up, write_results
 
 FRAME = 3_200  # 100 ms of 16 kHz 16-bit audio
 AUDIO = ROOT.parent / "shared" / "audio"
@@ -244,7 +245,9 @@ async def warm_up(url: str, token: str) -> None:
             await asyncio.wait_for(ws.recv(), 20)
 
 
-def sessions(counts: list[int], names: list[str], tail_s: float, server_cpu: int | None) -> None:
+def sessions(
+    counts: list[int], names: list[str], tail_s: float, server_cpu: int | None, out: Path | None = None
+) -> None:
     client_cpu = None if server_cpu is None else (server_cpu + 1) % (os.cpu_count() or 1)
     pinned = pin(client_cpu) if client_cpu != server_cpu else "not pinned"
     print(
@@ -256,6 +259,12 @@ def sessions(counts: list[int], names: list[str], tail_s: float, server_cpu: int
     )
     print("|---|---|---|---|---|---|---|---|---|")
     best = 0
+    result: dict[str, Any] = {
+        "benchmark": "/listen with embedded Whisper on one core: end of speech -> segment latency",
+        "run": run_info(),
+        "server_cpu": server_cpu,
+        "sweep": [],
+    }
     for count in counts:
         before = load_average()
         with tempfile.TemporaryDirectory() as tmp:
@@ -286,7 +295,11 @@ def sessions(counts: list[int], names: list[str], tail_s: float, server_cpu: int
             f"{'yes' if passed else 'no'} | {before} -> {load_average()} |",
             flush=True,
         )
+        row = {"sessions": count, "segments": len(lat), "missing": missing, "pass": passed}
+        result["sweep"].append(row | ({"latency": stats} if len(lat) > 1 else {}))
     print(f"largest N that passed: {best}")
+    if out is not None:
+        write_results(out, result)
 
 
 def main() -> None:
@@ -306,12 +319,19 @@ def main() -> None:
         "--tail", type=float, default=15.0, help="max seconds of silence after a clip"
     )
     sessions_parser.add_argument("--cpu", type=int, default=0, help="the server's core (-1: none)")
+    sessions_parser.add_argument(
+        "--json",
+        type=Path,
+        nargs="?",
+        const=RESULTS / "whisper.json",
+        help="also write the sweep as JSON (default path: bench/results/whisper.json)",
+    )
     args = parser.parse_args()
     cpu = None if args.cpu < 0 else args.cpu
     if args.command == "rtf":
         rtf(args.clips, args.repeat, cpu)
     else:
-        sessions(args.counts, args.clips, args.tail, cpu)
+        sessions(args.counts, args.clips, args.tail, cpu, args.json)
 
 
 if __name__ == "__main__":

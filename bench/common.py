@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import socket
@@ -14,10 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"  # the JSON files bench/plots.py reads
 
 
 def free_port() -> int:
@@ -27,13 +30,19 @@ def free_port() -> int:
 
 
 def make_token(data_dir: Path, uid: str) -> str:
+    return make_tokens(data_dir, [uid])[0]
+
+
+def make_tokens(data_dir: Path, uids: list[str]) -> list[str]:
+    """One API token per uid, written to the data directory's KeyValue before the server starts."""
     from app.backends.sqlite_kv import SQLiteKeyValue
     from app.core.tokens import TokenService
 
-    async def create() -> str:
+    async def create() -> list[str]:
         kv = SQLiteKeyValue(data_dir / "kv.db")
         try:
-            return await TokenService(kv).create(uid)
+            service = TokenService(kv)
+            return [await service.create(uid) for uid in uids]
         finally:
             await kv.close()
 
@@ -81,3 +90,22 @@ def machine() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}"
+
+
+def run_info() -> dict[str, Any]:
+    """Machine and date of a run, for the JSON results (bench/plots.py puts them in titles)."""
+    return {
+        "machine": machine().rsplit(", ", 1)[0],
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def write_results(path: Path, result: dict[str, Any]) -> None:
+    """Write ``result`` as JSON to ``path`` (with the load average at the end of the run)."""
+    result.setdefault("run", run_info())["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results written to {path}", file=sys.stderr)

@@ -3,7 +3,10 @@
 ``BENCH_STT=tick`` replaces the engine with :class:`TickEngine`, which "recognises" one
 segment per second of audio received without computing anything, delivered from a task of
 its own as real engines do: what is measured is then the server's own cost (decode, journal,
-send, plugins dispatch). ``GET /bench/lag`` reports the event loop's lag (how late a 10 ms
+send, plugins dispatch). ``BENCH_STT=mixed`` keeps the real engine for sessions whose
+language is ``en`` and gives :class:`TickEngine` the sessions whose language carries the
+private-use tag ``-x-tick`` (``en-x-tick``): a few real Whisper sessions and many scripted
+ones in one server (bench/soak.py). ``GET /bench/lag`` reports the event loop's lag (how late a 10 ms
 sleep wakes up) since the last ``GET /bench/lag?reset=1``.
 """
 
@@ -24,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import Settings
 from app.core.models import TranscriptSegment
-from app.core.ports import SegmentsCallback
+from app.core.ports import SegmentsCallback, SpeechStream, SpeechToText
 from app.main import build_services, create_app
 
 TICK_BYTES = 32_000  # one second of 16 kHz 16-bit audio
@@ -65,6 +68,24 @@ class TickEngine:
         pass
 
 
+class MixedEngine:
+    """The real engine, but ``TickEngine`` for the languages tagged ``-x-tick``."""
+
+    TAG = "-x-tick"
+
+    def __init__(self, real: SpeechToText) -> None:
+        self.real = real
+        self.tick = TickEngine()
+
+    async def open(self, *, language: str, sample_rate: int, on_segments: SegmentsCallback) -> SpeechStream:
+        if language.lower().endswith(self.TAG):
+            return await self.tick.open(language=language, sample_rate=sample_rate, on_segments=on_segments)
+        return await self.real.open(language=language, sample_rate=sample_rate, on_segments=on_segments)
+
+    async def close(self) -> None:
+        await self.real.close()
+
+
 _lags: list[float] = []
 _monitor: list[asyncio.Task[None]] = []
 
@@ -95,6 +116,8 @@ def main() -> None:
     services = build_services(settings)
     if os.environ.get("BENCH_STT") == "tick":
         services = dataclasses.replace(services, stt=TickEngine())
+    elif os.environ.get("BENCH_STT") == "mixed":
+        services = dataclasses.replace(services, stt=MixedEngine(services.stt))
     app = create_app(settings, services=services)
     app.register(lag)
     uvicorn.run(app, host="127.0.0.1", port=settings.port, log_level="warning", ws_max_size=1024 * 1024)

@@ -18,6 +18,7 @@ from litestar import Request, post
 from litestar.exceptions import ValidationException
 from litestar.params import JSONBody
 
+from app.api.openapi import INTEGRATION_SECURITY, errors
 from app.core.models import CreateMemory, Memory, Text
 from app.plugins import PluginInfo, hookimpl
 from integrations.common import KeyedIntegration, text_segments
@@ -76,7 +77,14 @@ class ScreenpipeIntegration(KeyedIntegration):
     def register_routes(self) -> list[Any]:
         integration = self
 
-        @post("/v1/integrations/screenpipe", status_code=200, guards=[self.guard()], tags=["integrations"])
+        @post(
+            "/v1/integrations/screenpipe",
+            status_code=200,
+            guards=[self.guard()],
+            security=INTEGRATION_SECURITY,
+            raises=errors(body=True, writes=True),
+            tags=["integrations"],
+        )
         async def create_screenpipe_memory(
             request: Request[Any, Any, Any], data: JSONBody[ScreenpipeCreateMemory]
         ) -> Memory:

@@ -16,6 +16,7 @@ from litestar import Request, Router, get, post
 from litestar.exceptions import ValidationException
 from litestar.params import JSONBody, QueryParameter
 
+from app.api.openapi import INTEGRATION_SECURITY, errors
 from app.core.models import CreateMemory, Geolocation, Memory, Text, aware, utcnow
 from app.core.ports import MemoryQuery
 from app.plugins import PluginInfo, hookimpl
@@ -62,7 +63,7 @@ class WorkflowIntegration(KeyedIntegration):
     def register_routes(self) -> list[Any]:
         integration = self
 
-        @post("/memories", status_code=200)
+        @post("/memories", status_code=200, raises=errors(body=True, writes=True))
         async def create_workflow_memory(
             request: Request[Any, Any, Any], data: JSONBody[WorkflowCreateMemory]
         ) -> dict[str, Any]:
@@ -70,7 +71,7 @@ class WorkflowIntegration(KeyedIntegration):
             await integration.create(integration.caller(request), data)
             return {}
 
-        @get("/memories")
+        @get("/memories", raises=errors())
         async def list_workflow_memories(
             request: Request[Any, Any, Any], limit: Annotated[int, QueryParameter(ge=1, le=12)] = 1
         ) -> list[Memory]:
@@ -85,6 +86,7 @@ class WorkflowIntegration(KeyedIntegration):
                 "/v1/integrations/workflow",
                 route_handlers=[create_workflow_memory, list_workflow_memories],
                 guards=[self.guard()],
+                security=INTEGRATION_SECURITY,
                 tags=["integrations"],
             )
         ]

@@ -15,7 +15,10 @@ the client can read it (a refusal before the handshake reaches a client only as 
 1008  no, or bad, credentials; a ``uid`` that is not the caller's; a query parameter that
       does not parse (``sample_rate=abc``, ``new_memory_watch=maybe``)
 1009  a frame over 64 KiB (the server's own WebSocket limit, ``ws_max_size``, is 1 MiB)
-1011  the speech-to-text engine failed or cannot be reached
+1011  the speech-to-text engine failed or cannot be reached; a backend the session needs (the
+      key-value store: tokens, journals) is unavailable, or stayed so longer than a result
+      could be held
+1013  the server's disk is full: the transcript cannot be saved (try again later)
 ====  ===================================================================================
 
 A close ends that session only: what it had transcribed still becomes a memory, and other
@@ -33,6 +36,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 
 from app.api.auth import provide_uid, require_user
 from app.core.audio import MAX_FRAME_BYTES, AudioError
+from app.core.errors import BackendUnavailable, StorageFull
 from app.core.listen import ListenParams, ListenSession
 from app.core.listen_manager import ListenManager
 
@@ -44,6 +48,8 @@ POLICY: Final = 1008
 UNSUPPORTED: Final = 1003
 TOO_BIG: Final = 1009
 ENGINE_FAILED: Final = 1011
+TRY_AGAIN_LATER: Final = 1013
+DISK_FULL_REASON: Final = "the server's disk is full: the transcript cannot be saved, try again later"
 _BOOLEANS: Final = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -134,6 +140,9 @@ async def listen(socket: WebSocket[Any, Any, Any]) -> None:
         return await _refuse(socket, POLICY, exc.detail)
     except ParamError as exc:
         return await _refuse(socket, POLICY, str(exc))
+    except BackendUnavailable as exc:  # the tokens are out of reach (Redis restarting)
+        log.error("listen: %s", exc)
+        return await _refuse(socket, ENGINE_FAILED, _unavailable(exc))
     manager: ListenManager = socket.app.state.listen
     await socket.accept()
     sink = _Sink(socket)
@@ -143,6 +152,11 @@ async def listen(socket: WebSocket[Any, Any, Any]) -> None:
         return await sink.close(exc.close_code, str(exc))
     except ValueError as exc:  # a language the engine does not know
         return await sink.close(UNSUPPORTED, str(exc))
+    except StorageFull:
+        return await sink.close(TRY_AGAIN_LATER, DISK_FULL_REASON)
+    except BackendUnavailable as exc:  # the engine, or the key-value store, is out of reach
+        log.error("listen: the session could not start: %s", exc)
+        return await sink.close(ENGINE_FAILED, _unavailable(exc))
     except Exception as exc:
         log.exception("listen: the speech-to-text engine could not start")
         return await sink.close(ENGINE_FAILED, f"speech-to-text unavailable: {type(exc).__name__}")
@@ -171,10 +185,27 @@ async def _receive(socket: WebSocket[Any, Any, Any], session: ListenSession, sin
             except AudioError as exc:
                 refusal = exc.close_code, str(exc)
             except Exception as exc:  # the engine's stream failed for good
-                log.exception("listen: the speech-to-text stream of session %s failed", session.id)
-                refusal = ENGINE_FAILED, f"speech recognition failed: {type(exc).__name__}"
+                if _disk_full(exc):  # journalling a result found no room
+                    refusal = TRY_AGAIN_LATER, DISK_FULL_REASON
+                else:
+                    log.exception("listen: the speech-to-text stream of session %s failed", session.id)
+                    refusal = ENGINE_FAILED, f"speech recognition failed: {type(exc).__name__}"
         await sink.close(*refusal)
         return
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it, e.g. a stream's failed callback) is a full disk."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, StorageFull):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _unavailable(exc: BackendUnavailable) -> str:
+    return f"{exc.backend} is unavailable, try again later"
 
 
 def _refusal(frame: bytes | None) -> tuple[int, str] | None:

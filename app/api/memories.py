@@ -13,7 +13,18 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 
 from app.api.auth import require_user
-from app.core.models import CreateMemory, Memory, MemorySource, Message, SearchRequest, ShortText, Text, aware
+from app.api.openapi import USER_SECURITY, errors
+from app.core.models import (
+    CreateMemory,
+    Memory,
+    MemorySource,
+    Message,
+    SearchRequest,
+    ShortText,
+    Text,
+    Visibility,
+    aware,
+)
 from app.core.pipeline import MemoryPipeline
 from app.core.ports import MemoryQuery
 from app.core.services import Services
@@ -52,9 +63,10 @@ async def _owned(services: Services, uid: str, memory_id: str) -> Memory:
 class MemoriesController(Controller):
     path = "/v1/memories"
     guards = (require_user,)
+    security = USER_SECURITY
     tags = ("memories",)
 
-    @post("", status_code=200)
+    @post("", status_code=200, raises=errors(body=True, writes=True))
     async def create_memory(
         self,
         data: JSONBody[CreateMemory],
@@ -74,7 +86,15 @@ class MemoriesController(Controller):
         memory, messages = await pipeline.create(uid, data, trigger_integrations=trigger_integrations)
         return CreateMemoryResponse(memory=memory, messages=messages)
 
-    @get("", responses={200: ResponseSpec(data_container=list[Memory], description="Memories, newest first")})
+    @get(
+        "",
+        responses={
+            200: ResponseSpec(
+                data_container=list[Memory], description="Memories, newest first", generate_examples=False
+            )
+        },
+        raises=errors(),
+    )
     async def list_memories(
         self,
         uid: NamedDependency[str],
@@ -100,7 +120,7 @@ class MemoriesController(Controller):
         )
         return Response(await services.store.list_json(uid, query), media_type=MediaType.JSON)
 
-    @post("/search", status_code=200)
+    @post("/search", status_code=200, raises=errors(body=True))
     async def search_memories(
         self,
         data: JSONBody[SearchRequest],
@@ -110,13 +130,13 @@ class MemoriesController(Controller):
         """The caller's memories ranked by meaning (our addition)."""
         return await pipeline.search(uid, data)
 
-    @get("/{memory_id:str}")
+    @get("/{memory_id:str}", raises=errors(lookup=True))
     async def get_memory(
         self, memory_id: MemoryId, uid: NamedDependency[str], services: NamedDependency[Services]
     ) -> Memory:
         return await _owned(services, uid, memory_id)
 
-    @delete("/{memory_id:str}")
+    @delete("/{memory_id:str}", raises=errors(lookup=True, writes=True))
     async def delete_memory(
         self,
         memory_id: MemoryId,
@@ -127,7 +147,7 @@ class MemoriesController(Controller):
         """Soft delete; the memory's vector is removed for real."""
         await pipeline.delete(uid, await _owned(services, uid, memory_id))
 
-    @post("/{memory_id:str}/reprocess", status_code=200)
+    @post("/{memory_id:str}/reprocess", status_code=200, raises=errors(lookup=True, writes=True))
     async def reprocess_memory(
         self,
         memory_id: MemoryId,
@@ -137,7 +157,7 @@ class MemoriesController(Controller):
     ) -> Memory:
         return await pipeline.reprocess(uid, await _owned(services, uid, memory_id))
 
-    @post("/{memory_id:str}/restore", status_code=200)
+    @post("/{memory_id:str}/restore", status_code=200, raises=errors(lookup=True, writes=True))
     async def restore_memory(
         self,
         memory_id: MemoryId,
@@ -151,7 +171,7 @@ class MemoriesController(Controller):
             raise NotFoundException("memory not found")
         return await pipeline.restore(uid, memory)
 
-    @patch("/{memory_id:str}")
+    @patch("/{memory_id:str}", raises=errors(lookup=True, body=True, writes=True))
     async def edit_memory(
         self,
         memory_id: MemoryId,
@@ -164,7 +184,7 @@ class MemoriesController(Controller):
         memory = await _owned(services, uid, memory_id)
         return await pipeline.update(uid, memory, title=data.title, overview=data.overview)
 
-    @patch("/{memory_id:str}/events")
+    @patch("/{memory_id:str}/events", raises=errors(lookup=True, body=True, writes=True))
     async def set_events_created(
         self,
         memory_id: MemoryId,
@@ -184,17 +204,16 @@ class MemoriesController(Controller):
         await services.store.put(uid, memory)
         return Status(status="Ok")
 
-    @patch("/{memory_id:str}/visibility")
+    @patch("/{memory_id:str}/visibility", raises=errors(lookup=True, writes=True))
     async def set_visibility(
         self,
         memory_id: MemoryId,
-        value: FromQuery[str],
+        value: FromQuery[Visibility],
         uid: NamedDependency[str],
         services: NamedDependency[Services],
     ) -> Status:
+        """Set who may see the memory: ``private``, ``shared`` or ``public`` (anything else is a 400)."""
         memory = await _owned(services, uid, memory_id)
-        if value not in ("private", "shared", "public"):
-            raise ValidationException("visibility must be private, shared or public")
-        memory.visibility = value  # type: ignore[assignment]
+        memory.visibility = value
         await services.store.put(uid, memory)
         return Status(status="Ok")

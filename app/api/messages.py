@@ -17,6 +17,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 
 from app.api.auth import require_user
+from app.api.openapi import USER_SECURITY, errors
 from app.core.models import Message, SearchRequest, Text, utcnow
 from app.core.pipeline import MemoryPipeline
 from app.core.services import Services
@@ -31,9 +32,10 @@ class SendMessage(msgspec.Struct):
 class MessagesController(Controller):
     path = "/v1/messages"
     guards = (require_user,)
+    security = USER_SECURITY
     tags = ("messages",)
 
-    @get("")
+    @get("", raises=errors())
     async def list_messages(
         self,
         uid: NamedDependency[str],
@@ -44,7 +46,7 @@ class MessagesController(Controller):
         """The caller's messages, newest first."""
         return await services.store.list_messages(uid, limit=limit, offset=offset)
 
-    @post("", status_code=200)
+    @post("", status_code=200, raises=errors(body=True, writes=True))
     async def send_message(
         self,
         data: JSONBody[SendMessage],

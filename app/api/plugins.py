@@ -16,8 +16,10 @@ from litestar.exceptions import NotFoundException, ServiceUnavailableException, 
 from litestar.params import JSONBody, QueryParameter
 
 from app.api.auth import require_user
+from app.api.openapi import USER_SECURITY, errors
 from app.config import Settings
 from app.core.netguard import check_public_url
+from app.core.pinned_transport import AddressRefused, PinnedTransport
 from app.plugins.catalogue import Catalogue, CatalogueBusy
 from app.plugins.models import Plugin
 
@@ -63,8 +65,13 @@ async def setup_completed(url: str, uid: str, *, allow_private: bool) -> None:
     except ValueError as exc:
         raise ValidationException(f"Plugin setup cannot be checked: its URL is refused ({exc})") from exc
     try:
-        async with httpx.AsyncClient(timeout=SETUP_TIMEOUT, follow_redirects=False) as client:
+        transport = PinnedTransport(allow_private=allow_private)
+        async with httpx.AsyncClient(
+            timeout=SETUP_TIMEOUT, follow_redirects=False, transport=transport
+        ) as client:
             response = await client.get(target)
+    except AddressRefused as exc:
+        raise ValidationException(f"Plugin setup cannot be checked: its URL is refused ({exc})") from exc
     except httpx.HTTPError as exc:
         log.warning("setup check %s failed: %s: %s", url, type(exc).__name__, exc)
         raise ValidationException(
@@ -81,16 +88,17 @@ async def setup_completed(url: str, uid: str, *, allow_private: bool) -> None:
 class PluginsController(Controller):
     path = "/"
     guards = (require_user,)
+    security = USER_SECURITY
     tags = ("plugins",)
 
-    @get(["/v1/plugins", "/v2/plugins"])
+    @get(["/v1/plugins", "/v2/plugins"], raises=errors())
     async def list_plugins(
         self, uid: NamedDependency[str], catalogue: NamedDependency[Catalogue]
     ) -> list[Plugin]:
         """The catalogue with the caller's ``enabled``, ``user_review`` and the ratings, best first."""
         return await catalogue.for_user(uid)
 
-    @post("/v1/plugins/enable", status_code=200)
+    @post("/v1/plugins/enable", status_code=200, raises=errors(lookup=True, writes=True))
     async def enable_plugin(
         self,
         plugin_id: PluginId,
@@ -109,7 +117,7 @@ class PluginsController(Controller):
         await _busy_is_503(catalogue.enable(plugin_id, uid))
         return OK
 
-    @post("/v1/plugins/disable", status_code=200)
+    @post("/v1/plugins/disable", status_code=200, raises=errors(writes=True))
     async def disable_plugin(
         self, plugin_id: PluginId, uid: NamedDependency[str], catalogue: NamedDependency[Catalogue]
     ) -> Status:
@@ -117,7 +125,7 @@ class PluginsController(Controller):
         await _busy_is_503(catalogue.disable(plugin_id, uid))
         return OK
 
-    @post("/v1/plugins/review", status_code=200)
+    @post("/v1/plugins/review", status_code=200, raises=errors(lookup=True, body=True, writes=True))
     async def review_plugin(
         self,
         plugin_id: PluginId,

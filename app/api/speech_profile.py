@@ -21,6 +21,7 @@ from litestar.exceptions import ClientException
 from litestar.params import JSONBody, MultipartBody
 
 from app.api.auth import require_user
+from app.api.openapi import USER_SECURITY, errors
 from app.core.services import Services
 from app.core.speech_profile import (
     ProfileError,
@@ -56,9 +57,10 @@ class ProfileBytes(msgspec.Struct, kw_only=True):
 class SpeechProfileController(Controller):
     path = "/v3"
     guards = (require_user,)
+    security = USER_SECURITY
     tags = ("speech profile",)
 
-    @post("/upload-audio", status_code=200)
+    @post("/upload-audio", status_code=200, raises=errors(body=True, writes=True))
     async def upload_audio(
         self,
         uid: NamedDependency[str],
@@ -74,7 +76,7 @@ class SpeechProfileController(Controller):
         url = await save_profile(services.blobs, services.kv, uid, pcm, seconds)
         return {"url": url}
 
-    @post("/upload-bytes", status_code=200)
+    @post("/upload-bytes", status_code=200, raises=errors(body=True, writes=True))
     async def upload_bytes(
         self, uid: NamedDependency[str], services: NamedDependency[Services], data: JSONBody[ProfileBytes]
     ) -> dict[str, str]:
@@ -86,7 +88,7 @@ class SpeechProfileController(Controller):
         await save_profile(services.blobs, services.kv, uid, pcm, seconds)
         return {"status": "ok"}
 
-    @get("/speech-profile")
+    @get("/speech-profile", raises=errors())
     async def speech_profile(
         self, uid: NamedDependency[str], services: NamedDependency[Services]
     ) -> dict[str, bool]:

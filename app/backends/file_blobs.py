@@ -1,7 +1,10 @@
 """The embedded :class:`~app.core.ports.BlobStore`: one file per blob under a root directory.
 
 Writes are atomic (a temporary file in the same directory, then ``os.replace``), so a reader
-sees the old bytes or the new ones, never half. All file I/O runs in a worker thread.
+sees the old bytes or the new ones, never half. A write that does not fit on the disk (or
+would eat into its reserve, :mod:`app.backends.diskspace`) raises
+:class:`~app.core.errors.StorageFull` and leaves nothing behind. All file I/O runs in a
+worker thread.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+from app.backends.diskspace import check_room, storage_error
 
 __all__ = ["FileBlobStore", "check_blob_path"]
 
@@ -56,8 +61,18 @@ class FileBlobStore:
         return target
 
     def _write(self, path: str, data: bytes) -> str:
+        try:
+            return self._write_file(path, data)
+        except OSError as exc:
+            full = storage_error("blobs", exc)
+            if full is None:
+                raise
+            raise full from exc
+
+    def _write_file(self, path: str, data: bytes) -> str:
         target = self._file(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        check_room(target.parent, "blobs", len(data))
         fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -98,6 +113,7 @@ class FileBlobStore:
 
         Raises:
             ValueError: ``path`` is not a safe relative path (see :func:`check_blob_path`).
+            StorageFull: there is no room for it on the disk.
         """
         check_blob_path(path)
         return await asyncio.to_thread(self._write, path, data)

@@ -1,9 +1,19 @@
 """The production :class:`~app.core.ports.KeyValue`: a Redis server through ``redis.asyncio``.
 
 Redis's own errors are translated to the port's: ``WRONGTYPE`` (a call meant for another
-kind of key) becomes ``TypeError``, any other refusal (a value that is not an integer, an
-overflow) ``ValueError``; a server that cannot be reached or does not answer (after the
-client's own retries) :class:`~app.core.errors.BackendUnavailable`.
+kind of key) becomes ``TypeError``, any other refusal of the command itself (a value that is
+not an integer, an overflow) ``ValueError``; a server that cannot be reached, does not
+answer, or cannot serve right now (still loading its data after a restart, a read-only
+replica after a failover, out of memory, persistence failing, ...) raises
+:class:`~app.core.errors.BackendUnavailable`, never a ``redis`` exception.
+
+The client reconnects on its own. A command that meets a dropped connection (every pooled
+connection is dead after Redis restarts) is sent again on a new one, a few times within
+about half a second (:data:`RETRIES`, jittered backoff), before the outage is reported; a
+server that does not answer at all is given :data:`SOCKET_TIMEOUT` seconds. A resent write
+may, rarely, have been applied before its connection dropped: ``append`` can then add the
+same item twice, and ``add`` answer ``False`` for a key it set itself (callers that cannot
+afford either check, as the live-session journal does).
 
 With a ``prefix``, every key this adapter touches is stored as ``prefix + key`` (``keys``
 answers without it), so several deployments, or tests, can share one Redis database.
@@ -14,17 +24,38 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    ClusterError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.core.errors import BackendUnavailable
 
-__all__ = ["RedisKeyValue", "escape_glob"]
+__all__ = ["CONNECT_TIMEOUT", "RETRIES", "SOCKET_TIMEOUT", "RedisKeyValue", "escape_glob"]
 
 _GLOB_SPECIAL = ("\\", "*", "?", "[", "]")
+
+RETRIES: Final = 4
+"""Times a command is sent again after a dropped or refused connection (not after a timeout)."""
+CONNECT_TIMEOUT: Final = 2.0
+SOCKET_TIMEOUT: Final = 5.0
+
+# Refusals that say the server cannot serve now (a replica after a failover, out of memory,
+# no permission, a cluster reconfiguring, persistence failing, a script running), not that the
+# command is wrong.
+_CANNOT_SERVE = (ReadOnlyError, OutOfMemoryError, NoPermissionError, TryAgainError, ClusterError)
+_CANNOT_SERVE_CODES = ("MISCONF", "BUSY", "NOREPLICAS", "READONLY", "OOM", "MASTERDOWN", "CLUSTERDOWN")
 
 
 def escape_glob(text: str) -> str:
@@ -52,10 +83,13 @@ async def _translated() -> AsyncIterator[None]:
     try:
         yield
     except ResponseError as exc:
-        if str(exc).startswith("WRONGTYPE"):
-            raise TypeError(str(exc)) from exc
-        raise ValueError(str(exc)) from exc
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+        text = str(exc)
+        if text.startswith("WRONGTYPE"):
+            raise TypeError(text) from exc
+        if isinstance(exc, _CANNOT_SERVE) or text.startswith(_CANNOT_SERVE_CODES):
+            raise BackendUnavailable("redis", exc) from exc
+        raise ValueError(text) from exc
+    except RedisError as exc:  # no connection, a timeout, a refused login, ...
         raise BackendUnavailable("redis", exc) from exc
 
 
@@ -68,7 +102,14 @@ class RedisKeyValue:
     """
 
     def __init__(self, url: str, prefix: str = "") -> None:
-        self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT,
+            retry=Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.02), RETRIES),
+            retry_on_error=[RedisConnectionError],
+        )
         self._prefix = prefix
         self._closed = False
 

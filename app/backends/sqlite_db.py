@@ -3,6 +3,9 @@
 Every embedded adapter that keeps rows in SQLite owns one :class:`SQLiteDB`. The connection
 lives on a single worker thread (SQLite connections are not to be shared across threads);
 ``await db.run(fn, ...)`` runs ``fn(connection, ...)`` there inside a transaction.
+
+A transaction that writes is refused whole with :class:`~app.core.errors.StorageFull` when
+the disk is (nearly) full (see :mod:`app.backends.diskspace`); reads go on working.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
+
+from app.backends.diskspace import check_room, storage_error
 
 __all__ = ["SQLiteDB"]
 
@@ -43,15 +48,41 @@ class SQLiteDB:
     def _transaction(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
+        try:
+            return self._attempt(fn, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            full = storage_error(self.path.name, exc)
+            if full is None:
+                raise
+            raise full from exc
+
+    def _attempt(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
+        changes = conn.total_changes
         try:
             result = fn(conn, *args, **kwargs)
+            if conn.total_changes != changes:  # a write: refused, whole, if it would fill the disk
+                check_room(self.path.parent, self.path.name)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
-        conn.execute("COMMIT")
         return result
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        """Undo what is left of a failed transaction (SQLite rolls back some failures itself,
+        e.g. a COMMIT that found the disk full); a connection that cannot be is dropped."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        if conn.in_transaction:  # never leave the next BEGIN to fail forever
+            conn.close()
+            self._conn = None
 
     async def run(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs

@@ -17,24 +17,45 @@ loses nothing the client was shown. Keys:
 processing memory whose memory exists already, updates that memory with the longer
 transcript; then it closes the journal. :meth:`ProcessingMemories.recover` finishes every
 journal left open by a crash or a restart.
+
+The KeyValue port may be down for a while (Redis restarting, failing over): every write
+here is retried with backoff while it answers ``BackendUnavailable``, for at most
+``hold_seconds`` (:data:`HOLD_SECONDS`), and only then fails, so that a short outage only
+delays a live session. A retried append may have been applied already (its reply lost with
+the connection): :meth:`ProcessingMemories.segments` reads a batch repeated in a journal once.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Final, TypeVar
 
 import msgspec
 
+from app.core.holding import held
 from app.core.models import CreateMemory, Memory, Message, TranscriptSegment
 from app.core.pipeline import MemoryPipeline, vector_id
 from app.core.transcript import merged, shift, transcript_text
 
-__all__ = ["OPEN_KEY", "OpenJournal", "ProcessingMemories", "ResumeOffer", "journal_key", "resume_key"]
+__all__ = [
+    "HOLD_SECONDS",
+    "OPEN_KEY",
+    "OpenJournal",
+    "ProcessingMemories",
+    "ResumeOffer",
+    "journal_key",
+    "resume_key",
+]
 
 log = logging.getLogger("omi_backend.listen")
 
 OPEN_KEY = "listen:open"
+HOLD_SECONDS: Final = 15.0
+"""How long a journal write waits for the KeyValue port to come back before it fails."""
+
+_T = TypeVar("_T")
 
 
 def journal_key(uid: str, processing_memory_id: str) -> str:
@@ -85,35 +106,60 @@ _SEGMENTS = msgspec.json.Decoder(list[TranscriptSegment])
 
 
 class ProcessingMemories:
-    """The journals of live sessions, and their conversion into memories."""
+    """The journals of live sessions, and their conversion into memories.
 
-    def __init__(self, pipeline: MemoryPipeline) -> None:
+    Args:
+        pipeline: Makes the memories; its KeyValue port keeps the journals.
+        hold_seconds: The most a write waits for an unavailable KeyValue port.
+    """
+
+    def __init__(self, pipeline: MemoryPipeline, hold_seconds: float = HOLD_SECONDS) -> None:
         self.pipeline = pipeline
         self.kv = pipeline.services.kv
+        self.hold_seconds = hold_seconds
+
+    async def held(self, what: str, write: Callable[[], Awaitable[_T]]) -> _T:
+        """``await write()``, again while ``BackendUnavailable``, for at most ``hold_seconds``."""
+        return await held(what, write, self.hold_seconds)
 
     async def open(self, journal: OpenJournal) -> None:
         """Record ``journal`` as open (it is finished on the next start if never closed)."""
-        await self.kv.hset(OPEN_KEY, journal.processing_memory_id, msgspec.json.encode(journal).decode())
+        value = msgspec.json.encode(journal).decode()
+        await self.held(
+            f"opening journal {journal.processing_memory_id}",
+            lambda: self.kv.hset(OPEN_KEY, journal.processing_memory_id, value),
+        )
 
     async def append(self, journal: OpenJournal, segments: list[TranscriptSegment]) -> None:
         """Journal one final result's segments (session-timeline times)."""
         key = journal_key(journal.uid, journal.processing_memory_id)
-        await self.kv.append(key, msgspec.json.encode(segments).decode())
+        batch = msgspec.json.encode(segments).decode()
+        await self.held(f"journalling to {journal.processing_memory_id}", lambda: self.kv.append(key, batch))
 
     async def segments(self, journal: OpenJournal) -> list[TranscriptSegment]:
-        """Every journalled segment, in order."""
+        """Every journalled segment, in order (a batch written twice by a retry, once)."""
         key = journal_key(journal.uid, journal.processing_memory_id)
-        return [s for batch in await self.kv.items(key) for s in _SEGMENTS.decode(batch)]
+        batches = dict.fromkeys(await self.kv.items(key))  # no two final results are identical
+        return [s for batch in batches for s in _SEGMENTS.decode(batch)]
 
     async def close(self, journal: OpenJournal) -> None:
-        await self.kv.hdel(OPEN_KEY, journal.processing_memory_id)
-        await self.kv.delete(journal_key(journal.uid, journal.processing_memory_id))
+        async def close() -> None:
+            await self.kv.hdel(OPEN_KEY, journal.processing_memory_id)
+            await self.kv.delete(journal_key(journal.uid, journal.processing_memory_id))
+
+        await self.held(f"closing journal {journal.processing_memory_id}", close)
 
     async def finish(
         self, journal: OpenJournal, segments: list[TranscriptSegment]
     ) -> tuple[Memory, list[Message]]:
-        """The memory of ``segments`` (session-timeline times), created or updated; then close."""
-        memory, messages = await self.materialise(journal, segments)
+        """The memory of ``segments`` (session-timeline times), created or updated; then close.
+
+        Making the memory is idempotent per processing memory, so it too is held through an
+        outage of the KeyValue port."""
+        memory, messages = await self.held(
+            f"making the memory of {journal.processing_memory_id}",
+            lambda: self.materialise(journal, segments),
+        )
         await self.close(journal)
         return memory, messages
 
@@ -179,7 +225,11 @@ class ProcessingMemories:
     async def offer(self, offer: ResumeOffer, ttl: float) -> None:
         """Let the user's next session continue ``offer`` for ``ttl`` seconds."""
         if ttl > 0:
-            await self.kv.set(resume_key(offer.journal.uid), msgspec.json.encode(offer).decode(), ttl=ttl)
+            value = msgspec.json.encode(offer).decode()
+            key = resume_key(offer.journal.uid)
+            await self.held(
+                f"offering {offer.memory_id} for resume", lambda: self.kv.set(key, value, ttl=ttl)
+            )
 
     async def claim(self, uid: str) -> tuple[ResumeOffer, list[TranscriptSegment]] | None:
         """Take the user's resume offer, with the segments so far (session-timeline times).

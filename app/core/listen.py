@@ -10,7 +10,9 @@ final result is handled in order:
 2. the times move onto the session timeline (a resumed session continues where the last one
    stopped);
 3. the segments are journalled in the KeyValue port (:mod:`app.core.journal`), and only then
-   sent to the client, so whatever the client saw survives a crash;
+   sent to the client, so whatever the client saw survives a crash; while the port is down
+   the journal holds the write (and with it the results that follow) for a bounded time,
+   after which the session is closed (1011, with the reason) and keeps nothing more;
 4. ``on_transcript`` is dispatched to the plugins in a task of its own (never awaited by the
    session).
 
@@ -36,6 +38,7 @@ import msgspec
 
 from app.core.activity import VoiceActivity
 from app.core.audio import TARGET_RATE, AudioDecoder
+from app.core.errors import BackendUnavailable
 from app.core.journal import OpenJournal, ResumeOffer
 from app.core.models import Memory, TranscriptSegment
 from app.core.ports import SpeechStream
@@ -54,6 +57,7 @@ PROFILE_PAD_S: Final = 1.0  # silence after the profile, so the engine ends its 
 SEND_CHUNK: Final = BYTES_PER_SECOND // 4
 PENDING_MARGIN_S: Final = 1.0  # voiced audio this far past the last words: the engine is still on it
 PENDING_GRACE_S: Final = 10.0  # the most the silence timer waits for those words
+STORE_FAILED: Final = 1011  # the close code when results can no longer be journalled
 
 TranscriptCallback = Callable[[str, str, list[TranscriptSegment]], Awaitable[None]]
 """``await on_transcript(session_id, uid, segments)``: the plugins' ``on_transcript``."""
@@ -64,6 +68,9 @@ class ClientSink(Protocol):
 
     async def send_text(self, text: str) -> None:
         """Send one text frame; may raise once the client is gone."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket with ``code`` and ``reason``; harmless once it is closed."""
 
 
 class ListenParams(msgspec.Struct, kw_only=True, frozen=True):
@@ -119,6 +126,7 @@ class ListenSession:
         self._lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()
         self._client_gone = False
+        self._failed = False  # results could not be journalled: the session is closing
         self._spoke = asyncio.Event()
         self._last_speech: float | None = None  # loop time of the last words or voiced audio
         self._last_speech_at: datetime | None = None  # the same, wall clock
@@ -205,18 +213,22 @@ class ListenSession:
 
     async def _on_segments(self, segments: list[TranscriptSegment]) -> None:
         live = self._place(segments)
-        if not live:
+        if not live or self._failed:
             return
-        async with self._lock:
-            created = self._processing is None
-            if self._processing is None:
-                self._processing = await self._new_processing(live[0].start)
-            processing = self._processing
-            await self._journals.append(processing.journal, live)
-            merge_into(processing.segments, live)
-            self._covered_to = max(self._covered_to, live[-1].end)
-            self._heard()
-            self._spoke.set()
+        try:
+            async with self._lock:
+                created = self._processing is None
+                if self._processing is None:
+                    self._processing = await self._new_processing(live[0].start)
+                processing = self._processing
+                await self._journals.append(processing.journal, live)
+                merge_into(processing.segments, live)
+                self._covered_to = max(self._covered_to, live[-1].end)
+                self._heard()
+                self._spoke.set()
+        except BackendUnavailable as exc:  # held as long as the journal holds writes
+            await self._fail(f"{exc.backend} is unavailable: the transcript cannot be saved, reconnect later")
+            return
         if created:
             await self._event(
                 "new_processing_memory_created", processing_memory_id=processing.journal.processing_memory_id
@@ -330,6 +342,17 @@ class ListenSession:
     async def _event(self, name: str, **fields: Any) -> None:
         if self.params.new_memory_watch:
             await self._send(msgspec.json.encode({"type": name, "event_type": name, **fields}).decode())
+
+    async def _fail(self, reason: str) -> None:
+        """Results can no longer be journalled: show the client none, and close it."""
+        self._failed = True
+        log.error("session %s: closing: %s", self.id, reason)
+        async with self._send_lock:
+            self._client_gone = True
+            try:
+                await self._sink.close(STORE_FAILED, reason)
+            except Exception as exc:
+                log.debug("session %s: close failed (%s)", self.id, exc)
 
     async def _send(self, text: str) -> None:
         if self._client_gone:

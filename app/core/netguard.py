@@ -2,15 +2,18 @@
 
 Webhook URLs come from plugin catalogues that users do not control; without this check a
 catalogue entry could make the server ``POST`` to ``http://127.0.0.1:6379`` or a cloud
-metadata endpoint. A host is resolved (off the event loop) and refused when any of its
-addresses is private, loopback, link-local, multicast, reserved or unspecified.
+metadata endpoint. An address is refused when it is private, loopback, link-local,
+multicast, reserved or unspecified (:func:`is_public_address`).
+
+:func:`check_public_url` checks what the URL itself says (scheme, host, a literal address,
+``localhost``). Host names are resolved and checked by
+:class:`app.core.pinned_transport.PinnedTransport` when it connects, once, so the address
+checked is the address connected to: a request to such a URL must go through that transport.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import socket
 from urllib.parse import urlsplit
 
 __all__ = ["check_public_url", "is_public_address"]
@@ -33,17 +36,11 @@ def is_public_address(address: _Address) -> bool:
     )
 
 
-async def _resolve(host: str, port: int) -> list[_Address]:
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ValueError(f"cannot resolve {host!r}: {exc}") from exc
-    return [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]
-
-
 async def check_public_url(url: str, *, allow_private: bool) -> None:
-    """Raise ``ValueError`` unless ``url`` is http(s) and its host resolves to public addresses only.
+    """Raise ``ValueError`` unless ``url`` is http(s) and its host may be public.
+
+    No name is resolved here (see the module's docstring): a literal address must be public,
+    and ``localhost`` names (always loopback, RFC 6761) are refused.
 
     Args:
         url: The URL about to be requested.
@@ -51,13 +48,13 @@ async def check_public_url(url: str, *, allow_private: bool) -> None:
             for plugin servers on the same private network); the scheme is still checked.
 
     Raises:
-        ValueError: The scheme is not http or https, the URL has no host, the host does not
-            resolve, or it resolves to a private, loopback, link-local, multicast, reserved
-            or unspecified address.
+        ValueError: The scheme is not http or https, the URL has no host, or the host is a
+            private, loopback, link-local, multicast, reserved or unspecified address, or a
+            ``localhost`` name.
     """
     try:
         parts = urlsplit(url)
-        port = parts.port
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
     except ValueError as exc:
         raise ValueError(f"malformed URL: {exc}") from exc
     if parts.scheme not in ("http", "https"):
@@ -67,12 +64,12 @@ async def check_public_url(url: str, *, allow_private: bool) -> None:
         raise ValueError("the URL has no host")
     if allow_private:
         return
+    name = host.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        raise ValueError(f"{host!r} is a loopback name, which is not a public address")
     try:
-        addresses: list[_Address] = [ipaddress.ip_address(host)]
+        address = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
-        addresses = await _resolve(host, port or (443 if parts.scheme == "https" else 80))
-    if not addresses:
-        raise ValueError(f"{host!r} resolves to no address")
-    for address in addresses:
-        if not is_public_address(address):
-            raise ValueError(f"{host!r} resolves to {address}, which is not a public address")
+        return  # a name: PinnedTransport resolves and checks it when it connects
+    if not is_public_address(address):
+        raise ValueError(f"{host!r} is not a public address")

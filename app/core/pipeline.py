@@ -2,10 +2,21 @@
 
 Every way a memory is made (``POST /v1/memories``, a live session, an integration) goes
 through :meth:`MemoryPipeline.create`, so they all behave alike.
+
+What follows the store write is owed durably: before a memory is written, it is entered in
+the KeyValue hashes ``vectors:pending`` (to index) and ``memories:hooks_pending`` (to run
+the plugins' ``on_memory_created``), fields ``{uid}:{memory_id}``, values the time. Each
+entry is removed once its step is done. A step that fails, or a process killed between the
+write and the end of the steps, leaves its entry, and :meth:`MemoryPipeline.finish_pending`
+does the step later: at start-up and then every :data:`RETRY_SECONDS`. So a memory whose
+creation was acknowledged is always indexed and announced to the plugins, at least once
+(the webhooks plugin gives each memory's delivery a stable ``webhook-id``, so a receiver
+sees it once).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -18,11 +29,23 @@ from app.core.models import CreateMemory, Memory, Message, PluginResult, SearchR
 from app.core.ports import VectorItem
 from app.core.services import Services
 
-__all__ = ["MemoryHooks", "MemoryPipeline", "memory_document", "vector_id"]
+__all__ = [
+    "PENDING_HOOKS_KEY",
+    "PENDING_INDEX_KEY",
+    "MemoryHooks",
+    "MemoryPipeline",
+    "memory_document",
+    "vector_id",
+]
 
 log = logging.getLogger("omi_backend.pipeline")
 
 PENDING_INDEX_KEY = "vectors:pending"
+PENDING_HOOKS_KEY = "memories:hooks_pending"
+RETRY_SECONDS = 60.0
+"""How often the background pass finishes steps left pending, and how old an entry must be."""
+ORPHAN_SECONDS = 300.0
+"""An entry whose memory is still missing after this long was never written: it is dropped."""
 
 
 class MemoryHooks(Protocol):
@@ -56,6 +79,8 @@ class MemoryPipeline:
         self.services = services
         self.hooks = hooks
         self.clock = clock
+        self._active: set[str] = set()  # entries a call of this process is working on
+        self._background: asyncio.Task[None] | None = None
 
     async def create(
         self,
@@ -98,16 +123,25 @@ class MemoryPipeline:
         text = _conversation_text(memory)
         memory.discarded = await self.services.llm.should_discard(text)
         memory.structured = await self.services.llm.structure(text, memory.started_at, memory.language)
-        if not memory.discarded:
+        kept = not memory.discarded
+        if kept:
             memory.plugins_results = await self.hooks.on_memory_processing(uid, memory)
-        await self.services.store.put(uid, memory)
-        if not memory.discarded:
-            await self._index(uid, memory)
-        messages: list[Message] = []
-        if trigger_integrations and not memory.discarded:
-            messages = await self.hooks.on_memory_created(uid, memory)
-            for message in messages:
-                await self.services.store.put_message(uid, message)
+        entry = _entry(uid, memory.id)
+        self._active.add(entry)  # the background pass leaves it to this call
+        try:
+            if kept:  # owed before the memory exists: a crash after the write leaves them owed
+                await self._owe(PENDING_INDEX_KEY, entry)
+                if trigger_integrations:
+                    await self._owe(PENDING_HOOKS_KEY, entry)
+            await self.services.store.put(uid, memory)
+            # Stored: the request succeeds. What fails from here stays owed, done later.
+            messages: list[Message] = []
+            if kept:
+                await self._index(uid, memory)
+                if trigger_integrations:
+                    messages = await self._announce(uid, memory)
+        finally:
+            self._active.discard(entry)
         return memory, messages
 
     async def reprocess(self, uid: str, memory: Memory) -> Memory:
@@ -116,6 +150,7 @@ class MemoryPipeline:
         memory.structured = await self.services.llm.structure(text, memory.started_at, memory.language)
         memory.discarded = False
         memory.plugins_results = await self.hooks.on_memory_processing(uid, memory)
+        await self._owe(PENDING_INDEX_KEY, _entry(uid, memory.id))
         await self.services.store.put(uid, memory)
         await self._index(uid, memory)
         return memory
@@ -126,8 +161,11 @@ class MemoryPipeline:
             memory.structured.title = title
         if overview is not None:
             memory.structured.overview = overview
+        indexed = not memory.discarded and not memory.deleted
+        if indexed:
+            await self._owe(PENDING_INDEX_KEY, _entry(uid, memory.id))
         await self.services.store.put(uid, memory)
-        if not memory.discarded and not memory.deleted:
+        if indexed:
             await self._index(uid, memory)
         return memory
 
@@ -148,6 +186,7 @@ class MemoryPipeline:
         """Bring back a discarded or deleted memory and index it again."""
         memory.discarded = False
         memory.deleted = False
+        await self._owe(PENDING_INDEX_KEY, _entry(uid, memory.id))
         await self.services.store.put(uid, memory)
         await self._index(uid, memory)
         return memory
@@ -165,22 +204,99 @@ class MemoryPipeline:
         memories = await self.services.store.get_many(uid, [m.memory_id for m in matches])
         return [m for m in memories if not m.discarded]
 
-    async def reindex_pending(self) -> int:
-        """Index again every memory whose vector upsert failed earlier; the number fixed."""
+    async def reindex_pending(self, min_age: float = 0.0) -> int:
+        """Index every memory left owed an index write (failed, or cut short by a crash)
+        at least ``min_age`` seconds ago; the number fixed."""
         fixed = 0
-        for entry in await self.services.kv.hgetall(PENDING_INDEX_KEY):
-            uid, _, memory_id = entry.partition(":")
-            memory = await self.services.store.get(uid, memory_id)
+        for entry, memory in await self._owed(PENDING_INDEX_KEY, min_age):
             if memory is None or memory.deleted or memory.discarded:
-                await self.services.kv.hdel(PENDING_INDEX_KEY, entry)
                 continue
-            if await self._index(uid, memory):
+            if await self._index(_uid(entry), memory):
                 fixed += 1
         return fixed
 
+    async def announce_pending(self, min_age: float = 0.0) -> int:
+        """Run ``on_memory_created`` for every memory left owed it at least ``min_age``
+        seconds ago (a crash between the store write and the plugins); the number done."""
+        done = 0
+        for entry, memory in await self._owed(PENDING_HOOKS_KEY, min_age):
+            if memory is None or memory.deleted or memory.discarded:
+                continue
+            self._active.add(entry)
+            try:
+                await self._announce(_uid(entry), memory)
+            finally:
+                self._active.discard(entry)
+            done += 1
+        return done
+
+    async def finish_pending(self, min_age: float = 0.0) -> tuple[int, int]:
+        """Both passes: (memories indexed, memories announced)."""
+        return await self.reindex_pending(min_age), await self.announce_pending(min_age)
+
+    def start_background(self) -> None:
+        """Announce what a crash left owed now, then finish owed steps every :data:`RETRY_SECONDS`."""
+        if self._background is None:
+            self._background = asyncio.create_task(self._finish_loop(), name="pipeline pending steps")
+
+    async def stop_background(self) -> None:
+        """Stop the background pass (what it had not done stays owed)."""
+        task, self._background = self._background, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _finish_loop(self) -> None:
+        min_age = 0.0  # at start nothing of this process is in flight
+        while True:
+            try:
+                indexed, announced = await self.finish_pending(min_age)
+                if indexed or announced:
+                    log.info("finished owed steps: %d memories indexed, %d announced", indexed, announced)
+            except Exception:
+                log.exception("the pass over owed memory steps failed")
+            min_age = RETRY_SECONDS
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _owed(self, key: str, min_age: float) -> list[tuple[str, Memory | None]]:
+        """The entries of ``key`` at least ``min_age`` old and not in hand here, with their
+        memories (``None``: not written yet, or never); entries that need nothing more are
+        dropped."""
+        now = self.clock()
+        found: list[tuple[str, Memory | None]] = []
+        for entry, stamp in (await self.services.kv.hgetall(key)).items():
+            age = _age(stamp, now)
+            if entry in self._active or age < min_age:
+                continue
+            uid, _, memory_id = entry.partition(":")
+            memory = await self.services.store.get(uid, memory_id)
+            done = memory is not None and (memory.deleted or memory.discarded)
+            if done or (memory is None and age >= ORPHAN_SECONDS):
+                await self.services.kv.hdel(key, entry)
+                continue
+            found.append((entry, memory))
+        return found
+
+    async def _owe(self, key: str, entry: str) -> None:
+        await self.services.kv.hset(key, entry, msgspec.json.encode(self.clock()).decode())
+
+    async def _announce(self, uid: str, memory: Memory) -> list[Message]:
+        """Run ``on_memory_created`` and keep the plugins' messages; the entry stays owed
+        if that fails. Never raises (but for cancellation)."""
+        try:
+            messages = await self.hooks.on_memory_created(uid, memory)
+            for message in messages:
+                await self.services.store.put_message(uid, message)
+            await self.services.kv.hdel(PENDING_HOOKS_KEY, _entry(uid, memory.id))
+        except Exception:
+            log.exception("announcing memory %s failed; it stays owed", memory.id)
+            return []
+        return messages
+
     async def _index(self, uid: str, memory: Memory) -> bool:
-        """Embed and upsert the memory's vector; on failure, queue it for :meth:`reindex_pending`."""
-        pending = f"{uid}:{memory.id}"
+        """Embed and upsert the memory's vector, and clear its ``vectors:pending`` entry
+        (which the caller wrote before the memory); on failure the entry stays, for
+        :meth:`reindex_pending`. Never raises (but for cancellation)."""
         try:
             vector = (await self.services.embedder.embed([memory_document(memory.structured)]))[0]
             item = VectorItem(
@@ -191,14 +307,28 @@ class MemoryPipeline:
                 created_at=int(memory.created_at.timestamp()),
             )
             await self.services.index.upsert([item])
+            await self.services.kv.hdel(PENDING_INDEX_KEY, _entry(uid, memory.id))
         except Exception:
             log.exception("indexing memory %s failed; queued for re-indexing", memory.id)
-            await self.services.kv.hset(
-                PENDING_INDEX_KEY, pending, msgspec.json.encode(self.clock()).decode()
-            )
             return False
-        await self.services.kv.hdel(PENDING_INDEX_KEY, pending)
         return True
+
+
+def _entry(uid: str, memory_id: str) -> str:
+    return f"{uid}:{memory_id}"
+
+
+def _uid(entry: str) -> str:
+    """The uid of a pending entry ``{uid}:{memory_id}``."""
+    return entry.partition(":")[0]
+
+
+def _age(stamp: str, now: datetime) -> float:
+    """Seconds since an entry's time; an entry without a readable time counts as old."""
+    try:
+        return (now - msgspec.json.decode(stamp, type=datetime)).total_seconds()
+    except (msgspec.DecodeError, TypeError):
+        return float("inf")
 
 
 def _conversation_text(memory: Memory) -> str:

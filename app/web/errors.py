@@ -10,7 +10,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.response import Template
 from litestar.types import ExceptionHandlersMap
 
-from app.core.errors import BackendUnavailable
+from app.core.errors import BackendUnavailable, StorageFull
 from app.web.auth import to_login
 from app.web.rendering import current_user
 
@@ -25,6 +25,7 @@ _TITLES = {
     405: "Not allowed",
     413: "Too large",
     503: "Temporarily unavailable",
+    507: "The server's disk is full",
 }
 
 
@@ -61,6 +62,14 @@ def unavailable(request: Request[Any, Any, Any], exc: BackendUnavailable) -> Res
     return response
 
 
+def storage_full(request: Request[Any, Any, Any], exc: StorageFull) -> Response[Any]:
+    """The data directory's disk is full: 507, nothing was saved."""
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    response = _error(request, 507, "Nothing was saved. Please try again once the server has room.")
+    response.headers["Retry-After"] = "60"
+    return response
+
+
 def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Anything else: logged with its traceback, shown without internals."""
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -71,6 +80,7 @@ exception_handlers: ExceptionHandlersMap = {
     NotAuthorizedException: to_login,
     HTTPException: http_error,
     BackendUnavailable: unavailable,
+    StorageFull: storage_full,
     Exception: unexpected,
 }
 """The web router's exception handlers (the API keeps its JSON ones)."""

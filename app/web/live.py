@@ -10,6 +10,8 @@ user's open journals), so it can be read without JavaScript.
 
 Channels live in memory (embedded, one process), or go through Redis pub/sub when
 ``REDIS_URL`` is set, so a browser served by one process sees a session held by another.
+While Redis is down (restarting) the lines of that moment are not published (the live page
+misses them; the journal and the memory keep them), and the subscriptions come back with it.
 A stream sends a comment every :data:`HEARTBEAT_SECONDS` (which also finds browsers that
 left), ends when the session's token is revoked, and ends by itself after
 :data:`STREAM_SECONDS` (the browser reconnects at once), so that a server can stop.
@@ -18,7 +20,8 @@ left), ends when the session's token is revoked, and ends by itself after
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -30,6 +33,7 @@ from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.di import NamedDependency
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
+from redis.exceptions import RedisError
 
 from app.config import Settings
 from app.core.journal import OPEN_KEY, OpenJournal, ProcessingMemories
@@ -61,6 +65,8 @@ RETRY_MS: Final = 2_000
 BACKLOG: Final = 256
 _LINES = "live/_lines.html"
 
+log = logging.getLogger("omi_backend.web.live")
+
 
 class LiveUpdate(msgspec.Struct, frozen=True, kw_only=True):
     """One final result of a live session, as published on the user's channel."""
@@ -70,11 +76,31 @@ class LiveUpdate(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _RedisPubSub(RedisChannelsPubSubBackend):
-    """Litestar's Redis pub/sub backend, closing its own connection pool at shutdown."""
+    """Litestar's Redis pub/sub backend, closing its own connection pool at shutdown, and
+    outliving a Redis restart: an error in Litestar's publishing or listening task would
+    end that task for good (and make the shutdown wait forever for the publishing queue)."""
 
     async def on_shutdown(self) -> None:
         await super().on_shutdown()
         await self._redis.aclose()
+
+    async def publish(self, data: bytes, channels: Iterable[str]) -> None:
+        try:
+            await super().publish(data, channels)
+        except RedisError as exc:
+            log.warning("live feed: a line was not published: %s", exc)
+
+    async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
+        delay = 0.1
+        while True:
+            try:
+                async for event in super().stream_events():
+                    delay = 0.1
+                    yield event
+            except RedisError as exc:  # the next read reconnects and subscribes again
+                log.warning("live feed: listening failed, again in %.1f s: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
 
 
 def build_channels(settings: Settings) -> ChannelsPlugin:

@@ -38,8 +38,11 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
+from app.core.errors import BackendUnavailable
+from app.core.holding import held
 from app.core.models import Memory, Message, TranscriptSegment
 from app.core.netguard import check_public_url
+from app.core.pinned_transport import PinnedTransport
 from app.core.ports import KeyValue
 from app.plugins import PluginContext, PluginInfo, TranscriptSession, hookimpl
 from builtin_plugins.omi_webhooks.breaker import CircuitBreaker
@@ -55,6 +58,7 @@ from builtin_plugins.omi_webhooks.state import (
     append_delivery,
     disable_for_user,
     give_up,
+    memory_webhook_id,
     requeue,
 )
 from builtin_plugins.omi_webhooks.targets import Target, breaker_key, webhook_targets, with_uid
@@ -65,6 +69,11 @@ log = logging.getLogger("omi_backend.plugins.omi_webhooks")
 
 SCHEDULE: tuple[float, ...] = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
 """Seconds before each attempt of a memory-created delivery, counted from the previous failure."""
+
+RECORD_HOLD_SECONDS = 20.0
+"""How long an attempt's outcome waits for the KeyValue port (Redis restarting) to be recorded
+in the queue: a delivered webhook left in the queue would be sent again. Shorter than the
+claim's lifetime after an attempt, so no other process takes the delivery meanwhile."""
 
 _T = TypeVar("_T")
 
@@ -146,7 +155,13 @@ class OmiWebhooks:
         # Within the host's own timeout, so the host never cancels a slow inline attempt.
         self._inline_budget = min(read, 0.8 * settings.plugin_timeout)
         self._claim_ttl = connect + read + 30.0
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(read, connect=connect), follow_redirects=False)
+        if settings.redis_url is None:  # the embedded KeyValue is this process's alone:
+            await self._drop_stale_claims(context.kv)  # its claims are a killed run's
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(read, connect=connect),
+            follow_redirects=False,
+            transport=PinnedTransport(allow_private=settings.webhook_allow_private),
+        )
         self._worker = asyncio.create_task(self._retry_loop(), name="omi_webhooks retries")
 
     @hookimpl
@@ -174,8 +189,11 @@ class OmiWebhooks:
         body = msgspec.json.encode(memory).decode()
         tasks: list[asyncio.Task[Message | None]] = []
         for target in targets:
-            webhook_id, delivery = await self._enqueue(target, uid, body, memory.id)
-            tasks.append(self._spawn(self._attempt(webhook_id, delivery)))
+            queued = await self._enqueue(target, uid, body, memory.id)
+            if queued is not None:  # else already queued (announced again after a crash)
+                tasks.append(self._spawn(self._attempt(*queued)))
+        if not tasks:
+            return None
         done: set[asyncio.Task[Message | None]] = set()
         try:
             done, _ = await asyncio.wait(tasks, timeout=self._inline_budget)
@@ -234,19 +252,12 @@ class OmiWebhooks:
             now = self.clock()
             due: list[tuple[str, QueuedDelivery]] = []
             later: list[float] = []
-            for webhook_id, raw in (await kv.hgetall(QUEUE_KEY)).items():
-                try:
-                    delivery = msgspec.json.decode(raw, type=QueuedDelivery)
-                except msgspec.DecodeError:
-                    log.error("dropping unreadable queued webhook %s", webhook_id)
-                    await kv.hdel(QUEUE_KEY, webhook_id)
-                    continue
-                if webhook_id in self._inflight:
-                    continue
-                if delivery.due_at > now:
-                    later.append(delivery.due_at)
-                elif await self._claim(webhook_id):  # released by _attempt, or below
-                    due.append((webhook_id, delivery))
+            try:
+                await self._scan(now, due, later)
+            except BaseException:  # the KeyValue failed mid-pass: give back what was claimed
+                for webhook_id, _ in due:
+                    await self._release(webhook_id)
+                raise
             if not due:
                 return min(later, default=None)
             # The breaker decides for the whole pass before any attempt starts, so a half-open
@@ -258,11 +269,33 @@ class OmiWebhooks:
                     admitted.append((webhook_id, delivery))
                     continue
                 delivery.due_at = self.breaker.retry_at(target)
-                await kv.hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
+                try:
+                    await kv.hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
+                except BackendUnavailable as exc:  # it stays due; the breaker answers the same
+                    log.warning("could not postpone webhook %s: %s", webhook_id, exc)
                 await self._release(webhook_id)
             await asyncio.gather(*(self._retry(webhook_id, delivery) for webhook_id, delivery in admitted))
             later.extend(d.due_at for d in await self._queued() if d.due_at > now)
             return min(later, default=None)
+
+    async def _scan(self, now: float, due: list[tuple[str, QueuedDelivery]], later: list[float]) -> None:
+        """Sort the queue: claim into ``due`` what is due now; ``later`` gets the other times."""
+        kv = self._kv()
+        for webhook_id, raw in (await kv.hgetall(QUEUE_KEY)).items():
+            try:
+                delivery = msgspec.json.decode(raw, type=QueuedDelivery)
+            except msgspec.DecodeError:
+                log.error("dropping unreadable queued webhook %s", webhook_id)
+                await kv.hdel(QUEUE_KEY, webhook_id)
+                continue
+            if webhook_id in self._inflight:
+                continue
+            if delivery.due_at > now:
+                later.append(delivery.due_at)
+            elif await self._claim(webhook_id):  # released by _attempt, or by the caller
+                due.append((webhook_id, delivery))
+            else:  # another process holds it: look again when its claim would expire
+                later.append(now + (await kv.ttl(f"{CLAIM_PREFIX}{webhook_id}") or 1.0))
 
     async def _retry(self, webhook_id: str, delivery: QueuedDelivery) -> None:
         async with self._parallel:
@@ -277,12 +310,18 @@ class OmiWebhooks:
                 await self._store_message(delivery.uid, message)
 
     async def _retry_loop(self) -> None:
+        failures = 0
         while True:
             try:
                 next_due = await self.process_due()
-            except Exception:
-                log.exception("webhook retry pass failed")
-                next_due = None
+                failures = 0
+            except Exception as exc:  # the KeyValue is down (Redis restarting): look again soon
+                failures += 1
+                if isinstance(exc, BackendUnavailable):
+                    log.warning("webhook retry pass failed (%d in a row): %s", failures, exc)
+                else:
+                    log.exception("webhook retry pass failed")
+                next_due = self.clock() + min(2.0 ** (failures - 1), self.poll_interval)
             delay = self.poll_interval if next_due is None else next_due - self.clock()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=min(max(delay, 0.05), self.poll_interval))
@@ -294,8 +333,12 @@ class OmiWebhooks:
         if webhook_id in self._inflight:
             return False
         self._inflight.add(webhook_id)
-        if await self._kv().add(f"{CLAIM_PREFIX}{webhook_id}", "1", ttl=self._claim_ttl):
-            return True
+        try:
+            if await self._kv().add(f"{CLAIM_PREFIX}{webhook_id}", "1", ttl=self._claim_ttl):
+                return True
+        except BaseException:  # else this process would skip the delivery until it restarts
+            self._inflight.discard(webhook_id)
+            raise
         self._inflight.discard(webhook_id)
         return False
 
@@ -306,14 +349,26 @@ class OmiWebhooks:
         except Exception:  # it expires anyway
             log.warning("could not release the claim on webhook %s", webhook_id)
 
+    async def _drop_stale_claims(self, kv: KeyValue) -> None:
+        """Release the claims a killed process left, so its deliveries go out now, not when
+        the claims expire (only where no other process shares the KeyValue)."""
+        stale = await kv.keys(CLAIM_PREFIX)
+        if stale:
+            log.info("releasing %d webhook claims left by the last run", len(stale))
+            await kv.delete(*stale)
+
     async def _queued(self) -> list[QueuedDelivery]:
         raw = await self._kv().hgetall(QUEUE_KEY)
         return [msgspec.json.decode(value, type=QueuedDelivery) for value in raw.values()]
 
     async def _enqueue(
         self, target: Target, uid: str, body: str, memory_id: str
-    ) -> tuple[str, QueuedDelivery]:
-        webhook_id = f"msg_{uuid.uuid4().hex}"
+    ) -> tuple[str, QueuedDelivery] | None:
+        """Queue the memory's delivery to ``target``, claimed for its inline attempt; ``None``
+        when it was queued before (the retry task has it) or another attempt holds it."""
+        webhook_id = memory_webhook_id(target.plugin_id, uid, memory_id)
+        if await self._kv().hget(QUEUE_KEY, webhook_id) is not None:
+            return None
         delivery = QueuedDelivery(
             plugin_id=target.plugin_id,
             uid=uid,
@@ -322,9 +377,14 @@ class OmiWebhooks:
             due_at=self.clock(),
             memory_id=memory_id,
         )
-        await self._claim(webhook_id)  # for the inline attempt, which releases it
-        await self._kv().hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
-        return webhook_id, delivery
+        claimed = await self._claim(webhook_id)  # for the inline attempt, which releases it
+        try:
+            await self._kv().hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
+        except BaseException:  # not queued: the hook fails and the memory stays owed to it
+            if claimed:
+                await self._release(webhook_id)
+            raise
+        return (webhook_id, delivery) if claimed else None
 
     # -- attempts ----------------------------------------------------------------------------
 
@@ -355,8 +415,9 @@ class OmiWebhooks:
                 delivery.attempt,
                 "memory_created",
             )
+            record: Callable[[], Awaitable[object]]
             if outcome.final:
-                await kv.hdel(QUEUE_KEY, webhook_id)
+                record = functools.partial(kv.hdel, QUEUE_KEY, webhook_id)
             elif delivery.attempt >= len(SCHEDULE):
                 log.warning(
                     "webhook %s to %s: giving up after %d attempts (%s)",
@@ -365,11 +426,14 @@ class OmiWebhooks:
                     delivery.attempt,
                     outcome.error or outcome.status,
                 )
-                await give_up(kv, webhook_id, delivery)
-                await kv.hdel(QUEUE_KEY, webhook_id)
+                record = functools.partial(self._give_up, webhook_id, delivery)
             else:
                 delivery.due_at = self.clock() + SCHEDULE[delivery.attempt]
-                await kv.hset(QUEUE_KEY, webhook_id, msgspec.json.encode(delivery).decode())
+                encoded = msgspec.json.encode(delivery).decode()
+                record = functools.partial(kv.hset, QUEUE_KEY, webhook_id, encoded)
+            # Sent: the outcome must reach the queue, or a delivered webhook would go again.
+            await held(f"recording webhook {webhook_id}", record, RECORD_HOLD_SECONDS)
+            if not outcome.final:
                 self._wake.set()
             if outcome.reply is None:
                 return None
@@ -379,6 +443,11 @@ class OmiWebhooks:
             return None
         finally:
             await self._release(webhook_id)
+
+    async def _give_up(self, webhook_id: str, delivery: QueuedDelivery) -> None:
+        kv = self._kv()
+        await give_up(kv, webhook_id, delivery)
+        await kv.hdel(QUEUE_KEY, webhook_id)
 
     async def _transcript(self, target: Target, uid: str, body: str) -> None:
         """One transcript delivery: attempted once, not queued (a live session moves on)."""
@@ -442,7 +511,10 @@ class OmiWebhooks:
             duration_ms=int((time.monotonic() - ticks) * 1000),
             event=event,
         )
-        await append_delivery(context.kv, plugin_id, uid, record)
+        try:
+            await append_delivery(context.kv, plugin_id, uid, record)
+        except BackendUnavailable as exc:  # the attempt happened: its outcome still counts
+            log.warning("webhook %s: not in the delivery log: %s", webhook_id, exc)
         if outcome.error is not None:
             log.warning(
                 "webhook %s (%s, attempt %d) to %s: %s", webhook_id, event, attempt, url, outcome.error

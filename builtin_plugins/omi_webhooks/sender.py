@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import msgspec
 
+from app.core.pinned_transport import AddressRefused
 from builtin_plugins.omi_webhooks.signing import signed_headers
 
 __all__ = ["MESSAGE_MIN_CHARS", "Outcome", "send_signed"]
@@ -50,6 +51,9 @@ async def send_signed(
     try:
         headers = signed_headers(secret, webhook_id, timestamp, body)
         response = await client.post(url, content=body, headers=headers)
+    except AddressRefused as exc:  # the host resolved to a refused address: never retried
+        outcome.error, outcome.final = f"refused: {exc}", True
+        return outcome
     except httpx.TimeoutException as exc:
         outcome.error, outcome.target_failed = f"timeout: {type(exc).__name__}", True
         return outcome

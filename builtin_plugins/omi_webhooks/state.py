@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
@@ -38,6 +39,7 @@ __all__ = [
     "disable_for_user",
     "enabled_plugins_key",
     "give_up",
+    "memory_webhook_id",
     "read_deliveries",
     "requeue",
     "retryable",
@@ -48,6 +50,7 @@ CLAIM_PREFIX = "webhooks:claim:"
 GIVEN_UP_PREFIX = "webhooks:given_up:"
 GIVEN_UP_DAYS = 30
 LOG_CAP = 100
+_WEBHOOK_IDS = uuid.UUID("6f1d3c52-8a47-4e0b-9d3a-5c2e7b9f1a64")
 
 Event = Literal["memory_created", "transcript_processed"]
 
@@ -96,6 +99,13 @@ class DeliveryRecord(msgspec.Struct, kw_only=True):
     error: str | None = None
     duration_ms: int = 0
     event: Event = "memory_created"
+
+
+def memory_webhook_id(plugin_id: str, uid: str, memory_id: str) -> str:
+    """The ``webhook-id`` of a memory's delivery to a plugin: the same every time it is made
+    (a crash that re-runs ``on_memory_created`` sends the same id, which receivers dedupe by)."""
+    name = f"{plugin_id}\n{uid}\n{memory_id}"
+    return f"msg_{uuid.uuid5(_WEBHOOK_IDS, name).hex}"
 
 
 def deliveries_key(plugin_id: str, uid: str) -> str:

@@ -124,6 +124,7 @@ class FakePluginServer:
         self.delay = 5.0
         self.message = "Great conversation, keep it up!"
         self.received: list[Received] = []
+        self.begun: list[str] = []  # the webhook-id of every request, as it arrives (before any delay)
         self._closing = threading.Event()
         self._server: BackgroundServer | None = None
 
@@ -180,6 +181,8 @@ class FakePluginServer:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True)
         webhook_id = headers.get("webhook-id", "")
+        with self.lock:
+            self.begun.append(webhook_id)
         timestamp = headers.get("webhook-timestamp", "")
         signature_ok = bool(self.secret) and hmac.compare_digest(
             headers.get("webhook-signature", ""), expected_signature(self.secret, webhook_id, timestamp, raw)

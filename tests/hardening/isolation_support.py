@@ -1,0 +1,234 @@
+"""Helpers of the isolation matrix (``test_isolation.py``).
+
+- :class:`Recorder`: an httpx response hook that keeps every exchange (status, headers, body),
+  so that the whole run can be searched for secrets and for the other user's ids.
+- :func:`found`: which of some named strings occur in a text.
+- :func:`every_log`: every logger at DEBUG into ``caplog``, those that do not propagate too.
+- :func:`websocket_close`: a ``/listen`` attempt straight through the app's ASGI callable (in
+  the test's loop, like ``tests/inloop.py``), answered with its close code and reason.
+- :class:`Events`: the server-sent events of a streaming httpx response.
+- :class:`LevelEngine`: a scripted recogniser for the fake Deepgram server: each half second
+  of audio at the constant level ``256 * k`` reads as the word ``w<k>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import wave
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from app.core.models import TranscriptSegment
+from app.core.ports import SegmentsCallback
+
+__all__ = [
+    "RATE",
+    "Events",
+    "Exchange",
+    "LevelEngine",
+    "Recorder",
+    "every_log",
+    "found",
+    "log_text",
+    "tone",
+    "wav",
+    "websocket_close",
+]
+
+RATE = 16_000
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request and its response, as the client saw them."""
+
+    method: str
+    url: str
+    status: int
+    headers: list[tuple[str, str]]
+    body: str
+
+    def header_text(self, *, without: tuple[str, ...] = ()) -> str:
+        """The response headers as ``name: value`` lines, leaving out the ``without`` names."""
+        return "\n".join(f"{k}: {v}" for k, v in self.headers if k.lower() not in without)
+
+
+class Recorder:
+    """Keeps every exchange of the clients it is hooked into (``client.event_hooks``)."""
+
+    def __init__(self) -> None:
+        self.exchanges: list[Exchange] = []
+
+    def hook(self, client: httpx.AsyncClient) -> httpx.AsyncClient:
+        client.event_hooks = {"response": [self._record]}
+        return client
+
+    async def _record(self, response: httpx.Response) -> None:
+        await response.aread()
+        request = response.request
+        self.exchanges.append(
+            Exchange(
+                method=request.method,
+                url=str(request.url),
+                status=response.status_code,
+                headers=list(response.headers.multi_items()),
+                body=response.text,
+            )
+        )
+
+
+def found(text: str, needles: Mapping[str, str]) -> list[str]:
+    """The names of the ``needles`` (name -> string) that occur in ``text``."""
+    return sorted(name for name, needle in needles.items() if needle and needle in text)
+
+
+@contextmanager
+def every_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every logger at DEBUG into ``caplog``: the root's handler sees those that propagate,
+    the others get it added for the duration."""
+    caplog.set_level(logging.DEBUG)
+    attached: list[logging.Logger] = []
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger):
+            continue
+        caplog.set_level(logging.DEBUG, logger=name)
+        if not logger.propagate and caplog.handler not in logger.handlers:
+            logger.addHandler(caplog.handler)
+            attached.append(logger)
+    try:
+        yield
+    finally:
+        for logger in attached:
+            logger.removeHandler(caplog.handler)
+
+
+def log_text(caplog: pytest.LogCaptureFixture) -> str:
+    """Every captured record formatted in full: message, traceback and stack."""
+    formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    return "\n".join(formatter.format(record) for record in caplog.records)
+
+
+async def websocket_close(app: Any, query: str, headers: Mapping[str, str]) -> tuple[int, str]:
+    """Open ``/listen?<query>`` with ``headers`` on the app itself; its close code and reason.
+
+    The app must close the socket without taking a frame (a refusal); the test fails if it
+    sends anything else or takes longer than 30 s.
+    """
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await inbox.put({"type": "websocket.connect"})
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "websocket.close":
+            await inbox.put({"type": "websocket.disconnect", "code": message.get("code", 1000)})
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "server": ("testserver.local", 80),
+        "client": ("127.0.0.1", 50000),
+        "root_path": "",
+        "path": "/listen",
+        "raw_path": b"/listen",
+        "query_string": query.encode(),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "subprotocols": [],
+        "state": {},
+    }
+    async with asyncio.timeout(30):
+        await app(scope, inbox.get, send)
+    kinds = [m["type"] for m in sent]
+    assert kinds in (["websocket.close"], ["websocket.accept", "websocket.close"]), kinds
+    return int(sent[-1].get("code", 1000)), str(sent[-1].get("reason", ""))
+
+
+class Events:
+    """The server-sent events of a streaming response: ``await events.next()`` is the next
+    ``(event, data)``, comments (pings) skipped."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._lines: AsyncIterator[str] = response.aiter_lines()
+
+    async def next(self, seconds: float = 30.0) -> tuple[str, str]:
+        event, data = "message", []
+        async with asyncio.timeout(seconds):
+            async for line in self._lines:
+                if line == "":
+                    if data:
+                        return event, "\n".join(data)
+                    event, data = "message", []
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].removeprefix(" "))
+        raise AssertionError("the event stream ended")
+
+
+def tone(*levels: int) -> bytes:
+    """Half a second of 16 kHz PCM at the constant level ``256 * k`` for each ``k``."""
+    return b"".join(np.full(RATE // 2, level * 256, dtype="<i2").tobytes() for level in levels)
+
+
+def wav(seconds: float) -> bytes:
+    """A 16 kHz mono 16-bit WAV of a quiet hum (a speech profile's shape)."""
+    frames = int(seconds * RATE)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(RATE)
+        handle.writeframes(np.resize(np.array([800, -800], dtype="<i2"), frames).tobytes())
+    return out.getvalue()
+
+
+class LevelStream:
+    """Words from half-second chunks; a silent chunk ends a result."""
+
+    def __init__(self, sample_rate: int, on_segments: SegmentsCallback) -> None:
+        self.chunk = sample_rate  # half a second of 16-bit samples, in bytes
+        self.on_segments = on_segments
+        self.buffer = bytearray()
+        self.index = 0
+        self.pending: list[TranscriptSegment] = []
+
+    async def send(self, pcm: bytes) -> None:
+        self.buffer += pcm
+        while len(self.buffer) >= self.chunk:
+            chunk, self.buffer = bytes(self.buffer[: self.chunk]), self.buffer[self.chunk :]
+            level = round(float(np.abs(np.frombuffer(chunk, dtype="<i2").astype(np.float64)).mean()) / 256)
+            start = self.index * 0.5
+            self.index += 1
+            if level:
+                word = TranscriptSegment(text=f"w{level}", speaker="SPEAKER_0", start=start, end=start + 0.5)
+                self.pending.append(word)
+            elif self.pending:
+                await self.finish()
+
+    async def finish(self) -> None:
+        segments, self.pending = self.pending, []
+        if segments:
+            await self.on_segments(segments)
+
+    async def close(self) -> None:
+        self.pending = []
+
+
+class LevelEngine:
+    """The recogniser the fake Deepgram server runs: one :class:`LevelStream` per connection."""
+
+    async def open(self, *, language: str, sample_rate: int, on_segments: SegmentsCallback) -> LevelStream:
+        return LevelStream(sample_rate, on_segments)
+
+    async def close(self) -> None:
+        pass
