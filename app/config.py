@@ -63,6 +63,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     whisper_workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     memory_silence_seconds: PositiveSeconds = 120.0
     listen_ping_seconds: PositiveSeconds = 30.0
+    listen_idle_seconds: PositiveSeconds = 120.0
     redis_prefix: str = ""
     firestore_project: str | None = None
     firestore_database: str = "(default)"
@@ -153,6 +154,7 @@ _ENV_NAMES: dict[str, str] = {
     "whisper_workers": "OMI_WHISPER_WORKERS",
     "memory_silence_seconds": "OMI_MEMORY_SILENCE_SECONDS",
     "listen_ping_seconds": "OMI_LISTEN_PING_SECONDS",
+    "listen_idle_seconds": "OMI_LISTEN_IDLE_SECONDS",
     "redis_prefix": "OMI_REDIS_PREFIX",
     "firestore_project": "OMI_FIRESTORE_PROJECT",
     "firestore_database": "OMI_FIRESTORE_DATABASE",

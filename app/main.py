@@ -10,7 +10,7 @@ from typing import Any
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
@@ -42,6 +42,7 @@ from app.core.models import TranscriptSegment
 from app.core.pipeline import MemoryPipeline
 from app.core.services import Services
 from app.core.tokens import TokenService
+from app.logsafe import redact
 from app.plugins.catalogue import Catalogue
 from app.plugins.context import PluginContext
 from app.plugins.host import PluginHost
@@ -92,6 +93,15 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     return Response(
         {"status_code": 500, "detail": "internal server error"}, status_code=HTTP_500_INTERNAL_SERVER_ERROR
     )
+
+
+def _invalid(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """A 400 as Litestar answers it, but its detail (which names the URL with its query string)
+    never repeats a credential a client put there (``?token=``: :func:`app.logsafe.redact`)."""
+    content: dict[str, Any] = {"status_code": exc.status_code, "detail": redact(exc.detail)}
+    if exc.extra:
+        content["extra"] = exc.extra
+    return Response(content, status_code=exc.status_code, headers=exc.headers)
 
 
 def _unavailable(request: Request[Any, Any, Any], exc: BackendUnavailable) -> Response[Any]:
@@ -149,7 +159,9 @@ def create_app(
         pipeline,
         on_transcript,
         ListenConfig(
-            silence_seconds=settings.memory_silence_seconds, ping_seconds=settings.listen_ping_seconds
+            silence_seconds=settings.memory_silence_seconds,
+            ping_seconds=settings.listen_ping_seconds,
+            idle_seconds=settings.listen_idle_seconds,
         ),
     )
     authenticator = Authenticator(
@@ -227,6 +239,7 @@ def create_app(
             HTTP_500_INTERNAL_SERVER_ERROR: _internal_error,
             BackendUnavailable: _unavailable,
             StorageFull: _storage_full,
+            ValidationException: _invalid,
         },
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -51,6 +51,8 @@ import json
 import math
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -398,7 +400,7 @@ async def drive(
             response = await request(
                 writer, rec, CREATE, due, "POST", "/v1/memories", json=create_body(next(seeds))
             )
-            if response is not None and "id" not in response.json():
+            if response is not None and "id" not in response.json().get("memory", {}):
                 rec.error(CREATE, "no id in the answer", response.text[:200])
 
         rec.start()
@@ -449,6 +451,7 @@ def main() -> None:
     parser.add_argument("--sample-every", type=float, default=5.0, help="seconds between server samples")
     parser.add_argument("--bucket", type=float, default=60.0, help="seconds per latency bucket")
     parser.add_argument("--json", type=Path, default=RESULTS / "soak.json", help="where the results go")
+    parser.add_argument("--log", type=Path, help="keep the server's log here")
     args = parser.parse_args()
     warmup = args.warmup if args.duration >= 3 * args.warmup else args.duration / 3
     window = min(30.0, warmup / 2, (args.duration - warmup) / 2)
@@ -474,9 +477,11 @@ def main() -> None:
             exit_code = server.stop()
         rec: Recorder = outcome["recorder"]
         log_errors = server.log_errors()
+        if args.log is not None:
+            shutil.copyfile(server.log, args.log)
         for line in log_errors:
             rec.error("server log", "error line", line)
-        if exit_code != 0:
+        if exit_code not in (0, -signal.SIGTERM):  # uvicorn re-raises the SIGTERM it handled
             rec.error("server", "did not stop cleanly", f"exit code {exit_code}")
     samples = outcome["samples"]
     verdict = evaluate(rec.errors, samples, warmup, window)

@@ -13,7 +13,10 @@ the client can read it (a refusal before the handshake reaches a client only as 
       or language the server does not take
 1007  a frame that does not decode (garbage Opus, odd-length PCM)
 1008  no, or bad, credentials; a ``uid`` that is not the caller's; a query parameter that
-      does not parse (``sample_rate=abc``, ``new_memory_watch=maybe``)
+      does not parse (``sample_rate=abc``, ``new_memory_watch=maybe``); no frame for
+      ``OMI_LISTEN_IDLE_SECONDS``; a client that does not read what the server sends (a
+      message not taken within ``OMI_LISTEN_IDLE_SECONDS``, or 1 MiB waiting:
+      :mod:`app.core.listen_outbox`)
 1009  a frame over 64 KiB (the server's own WebSocket limit, ``ws_max_size``, is 1 MiB)
 1011  the speech-to-text engine failed or cannot be reached; a backend the session needs (the
       key-value store: tokens, journals) is unavailable, or stayed so longer than a result
@@ -22,11 +25,14 @@ the client can read it (a refusal before the handshake reaches a client only as 
 ====  ===================================================================================
 
 A close ends that session only: what it had transcribed still becomes a memory, and other
-sessions never notice.
+sessions never notice. The session never waits on its client: what it sends goes through an
+:class:`~app.core.listen_outbox.Outbox`, and the close frame is written while the session
+ends. Each end is logged (``listen: session ... ended: ...; N live``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
@@ -39,12 +45,14 @@ from app.core.audio import MAX_FRAME_BYTES, AudioError
 from app.core.errors import BackendUnavailable, StorageFull
 from app.core.listen import ListenParams, ListenSession
 from app.core.listen_manager import ListenManager
+from app.core.listen_outbox import Outbox
 
 __all__ = ["ParamError", "listen", "parse_params"]
 
 log = logging.getLogger("omi_backend.listen")
 
 POLICY: Final = 1008
+IDLE: Final = 1008
 UNSUPPORTED: Final = 1003
 TOO_BIG: Final = 1009
 ENGINE_FAILED: Final = 1011
@@ -97,32 +105,20 @@ def _reason(text: str) -> str:
     return text if len(data) <= 123 else data[:120].decode(errors="ignore") + "..."
 
 
-class _Sink:
-    """The session's side of the socket: text frames until the socket is closed."""
-
-    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
-        self.socket = socket
-        self.closed = False
-
-    async def send_text(self, text: str) -> None:
-        if self.closed:
-            raise ConnectionError("the socket is closed")
-        await self.socket.send_data(text, mode="text")
-
-    async def close(self, code: int, reason: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            await self.socket.close(code, _reason(reason))
-        except Exception as exc:  # the client is already gone
-            log.debug("listen: close failed: %s", exc)
-
-
 async def _refuse(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
     """Accept only to say why not: a close before the handshake would lose code and reason."""
     await socket.accept()
     await socket.close(code, _reason(reason))
+
+
+def _outbox(socket: WebSocket[Any, Any, Any], idle_seconds: float) -> Outbox:
+    async def write(text: str) -> None:
+        await socket.send_data(text, mode="text")
+
+    async def close(code: int, reason: str) -> None:
+        await socket.close(code, _reason(reason))
+
+    return Outbox(write, close, timeout=idle_seconds)
 
 
 @websocket("/listen", name="listen")
@@ -145,53 +141,99 @@ async def listen(socket: WebSocket[Any, Any, Any]) -> None:
         return await _refuse(socket, ENGINE_FAILED, _unavailable(exc))
     manager: ListenManager = socket.app.state.listen
     await socket.accept()
-    sink = _Sink(socket)
+    outbox = _outbox(socket, manager.config.idle_seconds)
     try:
-        session = await manager.open(uid, params, sink)
-    except AudioError as exc:
-        return await sink.close(exc.close_code, str(exc))
-    except ValueError as exc:  # a language the engine does not know
-        return await sink.close(UNSUPPORTED, str(exc))
-    except StorageFull:
-        return await sink.close(TRY_AGAIN_LATER, DISK_FULL_REASON)
-    except BackendUnavailable as exc:  # the engine, or the key-value store, is out of reach
-        log.error("listen: the session could not start: %s", exc)
-        return await sink.close(ENGINE_FAILED, _unavailable(exc))
+        await _run(socket, manager, uid, params, outbox)
+    finally:
+        await outbox.discard()  # a no-op once closed; stops the writer of a cancelled handler
+
+
+async def _run(
+    socket: WebSocket[Any, Any, Any], manager: ListenManager, uid: str, params: ListenParams, outbox: Outbox
+) -> None:
+    """Open the session, serve it, close the socket (with a reason) while the session ends."""
+    try:
+        session = await manager.open(uid, params, outbox)
     except Exception as exc:
-        log.exception("listen: the speech-to-text engine could not start")
-        return await sink.close(ENGINE_FAILED, f"speech-to-text unavailable: {type(exc).__name__}")
+        await outbox.close(*_open_refusal(exc))
+        return
+    refusal: tuple[int, str] | None = None  # cancelled (the server stopping): no close of ours
     try:
-        await _receive(socket, session, sink)
+        refusal = await _serve(socket, session, outbox, manager.config.idle_seconds)
     except Exception:
         log.exception("listen: session %s failed", session.id)
-        await sink.close(ENGINE_FAILED, "internal error")
+        refusal = ENGINE_FAILED, "internal error"
     finally:
-        await manager.end(session)
+        # the close frame goes out while the session ends: the end (last words, memory) may
+        # take a while, and a client given up on gets its close frame's window in full
+        closing = asyncio.ensure_future(outbox.close(*refusal) if refusal else outbox.discard())
+        try:
+            await manager.end(session)
+        finally:
+            await closing
+    ended = "the client left" if refusal is None else f"closed {refusal[0]} ({refusal[1]})"
+    log.info("listen: session %s of %s ended: %s; %d live", session.id, uid, ended, len(manager.sessions))
 
 
-async def _receive(socket: WebSocket[Any, Any, Any], session: ListenSession, sink: _Sink) -> None:
+async def _serve(
+    socket: WebSocket[Any, Any, Any], session: ListenSession, outbox: Outbox, idle_seconds: float
+) -> tuple[int, str] | None:
+    """Receive until the client goes (``None``), or the code and reason to close with."""
+    receiving = asyncio.create_task(_receive(socket, session, idle_seconds), name=f"listen-{session.id}")
+    try:
+        waiting: set[asyncio.Future[Any]] = {receiving, outbox.refused}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not receiving.done():
+            receiving.cancel()
+            await asyncio.wait({receiving})
+    if outbox.refused.done():  # the client stopped reading: the session ends with what it has
+        code, reason = outbox.refused.result()
+        log.warning("listen: session %s of %s: %s", session.id, session.uid, reason)
+        return code, reason
+    return receiving.result()
+
+
+async def _receive(
+    socket: WebSocket[Any, Any, Any], session: ListenSession, idle_seconds: float
+) -> tuple[int, str] | None:
     """Feed binary frames to the session until the client goes or a frame is refused."""
     while True:
-        message = await socket.receive()
+        try:
+            async with asyncio.timeout(idle_seconds):
+                message = await socket.receive()
+        except TimeoutError:
+            return IDLE, f"no audio for {idle_seconds:g} s"
         if message["type"] != "websocket.receive":
-            sink.closed = True  # the client closed or went away
-            return
+            return None  # the client closed or went away
         frame = message.get("bytes")
         refusal = _refusal(frame)
-        if refusal is None:
-            try:
-                await session.feed(frame or b"")
-                continue
-            except AudioError as exc:
-                refusal = exc.close_code, str(exc)
-            except Exception as exc:  # the engine's stream failed for good
-                if _disk_full(exc):  # journalling a result found no room
-                    refusal = TRY_AGAIN_LATER, DISK_FULL_REASON
-                else:
-                    log.exception("listen: the speech-to-text stream of session %s failed", session.id)
-                    refusal = ENGINE_FAILED, f"speech recognition failed: {type(exc).__name__}"
-        await sink.close(*refusal)
-        return
+        if refusal is not None:
+            return refusal
+        try:
+            await session.feed(frame or b"")
+        except AudioError as exc:
+            return exc.close_code, str(exc)
+        except Exception as exc:  # the engine's stream failed for good
+            if _disk_full(exc):  # journalling a result found no room
+                return TRY_AGAIN_LATER, DISK_FULL_REASON
+            log.exception("listen: the speech-to-text stream of session %s failed", session.id)
+            return ENGINE_FAILED, f"speech recognition failed: {type(exc).__name__}"
+
+
+def _open_refusal(exc: Exception) -> tuple[int, str]:
+    """The close code and reason for a session that could not start."""
+    if isinstance(exc, AudioError):
+        return exc.close_code, str(exc)
+    if isinstance(exc, ValueError):  # a language the engine does not know
+        return UNSUPPORTED, str(exc)
+    if isinstance(exc, StorageFull):
+        return TRY_AGAIN_LATER, DISK_FULL_REASON
+    if isinstance(exc, BackendUnavailable):  # the engine, or the key-value store, is out of reach
+        log.error("listen: the session could not start: %s", exc)
+        return ENGINE_FAILED, _unavailable(exc)
+    log.exception("listen: the speech-to-text engine could not start", exc_info=exc)
+    return ENGINE_FAILED, f"speech-to-text unavailable: {type(exc).__name__}"
 
 
 def _disk_full(exc: BaseException | None) -> bool:

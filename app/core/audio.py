@@ -149,8 +149,8 @@ class PcmDecoder:
 
     def decode(self, frame: bytes) -> bytes:
         _check_size(frame, self._limit)
-        if len(frame) % 2:
-            raise UndecodableAudio("a 16-bit PCM frame must hold an even number of bytes")
+        if len(frame) % 2:  # frames hold whole samples (the app never splits one)
+            raise UndecodableAudio(f"a 16-bit PCM frame must hold an even number of bytes, not {len(frame)}")
         if self._resampler is None or not frame:
             return bytes(frame)
         return self._resampler.samples(np.frombuffer(frame, dtype="<i2"), self.sample_rate)
@@ -162,7 +162,9 @@ class PcmDecoder:
 class OpusDecoder:
     """One raw Opus packet per frame (FFmpeg's libopus decoder), resampled to 16 kHz.
 
-    An empty frame is ignored: handing libopus an empty packet would end the stream.
+    An empty frame is ignored: handing libopus an empty packet would end the stream. Opus has
+    no checksum: a packet cut short, or random bytes, that still follow the framing rules of
+    RFC 6716 section 3.4 decode (to noise); a packet that breaks them raises ``UndecodableAudio``.
     """
 
     def __init__(self, sample_rate: int, *, max_frame_bytes: int | None = MAX_FRAME_BYTES) -> None:
@@ -184,8 +186,8 @@ class OpusDecoder:
             return b""
         try:
             return b"".join(self._resampler.frame(f) for f in self._codec.decode(av.Packet(frame)))
-        except (FFmpegError, ValueError) as exc:
-            raise UndecodableAudio(f"not a valid Opus packet: {exc}") from exc
+        except (FFmpegError, ValueError) as exc:  # the packet breaks RFC 6716 section 3.4
+            raise UndecodableAudio(f"not a valid Opus packet ({len(frame)} bytes)") from exc
 
     def flush(self) -> bytes:
         return self._resampler.flush()

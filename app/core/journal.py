@@ -19,10 +19,14 @@ transcript; then it closes the journal. :meth:`ProcessingMemories.recover` finis
 journal left open by a crash or a restart.
 
 The KeyValue port may be down for a while (Redis restarting, failing over): every write
-here is retried with backoff while it answers ``BackendUnavailable``, for at most
-``hold_seconds`` (:data:`HOLD_SECONDS`), and only then fails, so that a short outage only
-delays a live session. A retried append may have been applied already (its reply lost with
-the connection): :meth:`ProcessingMemories.segments` reads a batch repeated in a journal once.
+here is retried with backoff while it answers ``BackendUnavailable`` (:mod:`app.core.holding`),
+and only then fails, so that a short outage only delays a live session. Opening and appending
+(a client waits for its results) hold for ``hold_seconds`` (:data:`HOLD_SECONDS`); making the
+memory, closing the journal and offering a resume (after the client has gone, in the
+background) for ``end_hold_seconds`` (:data:`END_HOLD_SECONDS`), so that a session cut short
+by a longer outage still ends as a memory its user can resume. A retried append may have
+been applied already (its reply lost with the connection): :meth:`ProcessingMemories.segments`
+reads a batch repeated in a journal once.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from app.core.pipeline import MemoryPipeline, vector_id
 from app.core.transcript import merged, shift, transcript_text
 
 __all__ = [
+    "END_HOLD_SECONDS",
     "HOLD_SECONDS",
     "OPEN_KEY",
     "OpenJournal",
@@ -53,7 +58,9 @@ log = logging.getLogger("omi_backend.listen")
 
 OPEN_KEY = "listen:open"
 HOLD_SECONDS: Final = 15.0
-"""How long a journal write waits for the KeyValue port to come back before it fails."""
+"""How long a live session's journal write waits for the KeyValue port to come back."""
+END_HOLD_SECONDS: Final = 60.0
+"""How long the end of a processing memory (memory, close, resume offer) waits for it."""
 
 _T = TypeVar("_T")
 
@@ -110,17 +117,25 @@ class ProcessingMemories:
 
     Args:
         pipeline: Makes the memories; its KeyValue port keeps the journals.
-        hold_seconds: The most a write waits for an unavailable KeyValue port.
+        hold_seconds: The most an open or an append waits for an unavailable KeyValue port.
+        end_hold_seconds: The most the end of a processing memory waits for it.
     """
 
-    def __init__(self, pipeline: MemoryPipeline, hold_seconds: float = HOLD_SECONDS) -> None:
+    def __init__(
+        self,
+        pipeline: MemoryPipeline,
+        hold_seconds: float = HOLD_SECONDS,
+        end_hold_seconds: float = END_HOLD_SECONDS,
+    ) -> None:
         self.pipeline = pipeline
         self.kv = pipeline.services.kv
         self.hold_seconds = hold_seconds
+        self.end_hold_seconds = end_hold_seconds
 
-    async def held(self, what: str, write: Callable[[], Awaitable[_T]]) -> _T:
-        """``await write()``, again while ``BackendUnavailable``, for at most ``hold_seconds``."""
-        return await held(what, write, self.hold_seconds)
+    async def held(self, what: str, write: Callable[[], Awaitable[_T]], *, end: bool = False) -> _T:
+        """``await write()``, again while ``BackendUnavailable``, for at most ``hold_seconds``
+        (``end_hold_seconds`` with ``end``)."""
+        return await held(what, write, self.end_hold_seconds if end else self.hold_seconds)
 
     async def open(self, journal: OpenJournal) -> None:
         """Record ``journal`` as open (it is finished on the next start if never closed)."""
@@ -147,7 +162,7 @@ class ProcessingMemories:
             await self.kv.hdel(OPEN_KEY, journal.processing_memory_id)
             await self.kv.delete(journal_key(journal.uid, journal.processing_memory_id))
 
-        await self.held(f"closing journal {journal.processing_memory_id}", close)
+        await self.held(f"closing journal {journal.processing_memory_id}", close, end=True)
 
     async def finish(
         self, journal: OpenJournal, segments: list[TranscriptSegment]
@@ -155,10 +170,11 @@ class ProcessingMemories:
         """The memory of ``segments`` (session-timeline times), created or updated; then close.
 
         Making the memory is idempotent per processing memory, so it too is held through an
-        outage of the KeyValue port."""
+        outage (of the KeyValue port, or of another backend it needs)."""
         memory, messages = await self.held(
             f"making the memory of {journal.processing_memory_id}",
             lambda: self.materialise(journal, segments),
+            end=True,
         )
         await self.close(journal)
         return memory, messages
@@ -228,7 +244,7 @@ class ProcessingMemories:
             value = msgspec.json.encode(offer).decode()
             key = resume_key(offer.journal.uid)
             await self.held(
-                f"offering {offer.memory_id} for resume", lambda: self.kv.set(key, value, ttl=ttl)
+                f"offering {offer.memory_id} for resume", lambda: self.kv.set(key, value, ttl=ttl), end=True
             )
 
     async def claim(self, uid: str) -> tuple[ResumeOffer, list[TranscriptSegment]] | None:

@@ -64,10 +64,10 @@ TranscriptCallback = Callable[[str, str, list[TranscriptSegment]], Awaitable[Non
 
 
 class ClientSink(Protocol):
-    """Where a session's messages go: text frames of the WebSocket."""
+    """Where a session's messages go: text frames of the WebSocket (an ``Outbox``)."""
 
     async def send_text(self, text: str) -> None:
-        """Send one text frame; may raise once the client is gone."""
+        """Send (or queue) one text frame without waiting on the client; may raise once it is gone."""
 
     async def close(self, code: int, reason: str) -> None:
         """Close the socket with ``code`` and ``reason``; harmless once it is closed."""
@@ -86,10 +86,12 @@ class ListenParams(msgspec.Struct, kw_only=True, frozen=True):
 
 @dataclass(frozen=True, slots=True)
 class ListenConfig:
-    """Timings of live sessions (``OMI_MEMORY_SILENCE_SECONDS``, ``OMI_LISTEN_PING_SECONDS``)."""
+    """Timings of live sessions (``OMI_MEMORY_SILENCE_SECONDS``, ``OMI_LISTEN_PING_SECONDS``,
+    ``OMI_LISTEN_IDLE_SECONDS``)."""
 
     silence_seconds: float = 120.0
     ping_seconds: float = 30.0
+    idle_seconds: float = 120.0  # the most the server waits on a client: for a frame, or to read
     finish_timeout: float = 180.0  # the most a session waits for the engine's last words (a backlog)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
+import httpx
+
 __all__ = ["check_public_url", "is_public_address"]
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -62,6 +64,10 @@ async def check_public_url(url: str, *, allow_private: bool) -> None:
     host = parts.hostname
     if not host:
         raise ValueError("the URL has no host")
+    try:
+        httpx.Request("GET", url)  # what httpx cannot send (an invalid IDNA label) is malformed too
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ValueError(f"malformed URL: {exc}") from exc
     if allow_private:
         return
     name = host.rstrip(".").lower()

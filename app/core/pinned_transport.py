@@ -83,19 +83,22 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         """Resolve ``host`` once; its addresses, when every one of them is allowed.
 
         Raises:
-            AddressRefused: One of the addresses is not allowed.
+            AddressRefused: One of the addresses is not allowed, or the name is not valid.
             httpcore.ConnectError: The name does not resolve, or to nothing.
         """
         host = host.strip("[]")
         try:
-            literal: _Address | None = ipaddress.ip_address(host)
+            _parse(host)
+            is_literal = True
         except ValueError:
-            literal = None
-        if literal is not None:
-            addresses = [host]
+            is_literal = False
+        if is_literal:
+            addresses = [host]  # an address in the URL: nothing to resolve
         else:
             try:
                 addresses = await self._resolver(host, port)
+            except UnicodeError as exc:  # an empty or too long label: it never resolves
+                raise AddressRefused(f"{host!r} is not a valid host name ({exc})") from exc
             except OSError as exc:
                 raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
         if not addresses:
@@ -133,8 +136,7 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
                 return await self._inner.connect_tcp(address, port, left, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
-        assert failure is not None  # at least one address was tried
-        raise failure
+        raise failure or httpcore.ConnectError(f"cannot connect to {host!r}")
 
     async def connect_unix_socket(
         self,

@@ -23,6 +23,7 @@ from litestar.response import Redirect, Template
 from litestar.types import Scope
 
 from app.core.tokens import TokenService, token_digest
+from app.logsafe import redact
 from app.web.rendering import USER_KEY, current_user, page
 from app.web.sessions import rotate_session
 
@@ -94,7 +95,7 @@ async def provide_web_uid(scope: Scope) -> str:
 
 def to_login(request: Request[Any, Any, Any], _: Exception) -> Response[Any]:
     """Where a visitor without a session goes: the sign-in page, then back here."""
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    here = request.url.path + (f"?{redact(request.url.query)}" if request.url.query else "")
     if request.headers.get("hx-request") == "true":
         current = request.headers.get("hx-current-url")
         here = urlsplit(current).path if current else "/"

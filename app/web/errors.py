@@ -6,11 +6,12 @@ import logging
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.response import Template
 from litestar.types import ExceptionHandlersMap
 
 from app.core.errors import BackendUnavailable, StorageFull
+from app.logsafe import redact
 from app.web.auth import to_login
 from app.web.rendering import current_user
 
@@ -47,11 +48,12 @@ def _error(request: Request[Any, Any, Any], status: int, detail: str) -> Respons
 
 
 def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    """A 4xx (or a deliberate 5xx) with its message."""
+    """A 4xx (or a deliberate 5xx) with its message (a credential in it redacted: Litestar's
+    validation errors name the URL with its query string)."""
     if exc.status_code >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc.detail)
         return _error(request, exc.status_code, "Please try again in a moment.")
-    return _error(request, exc.status_code, exc.detail)
+    return _error(request, exc.status_code, redact(exc.detail))
 
 
 def unavailable(request: Request[Any, Any, Any], exc: BackendUnavailable) -> Response[Any]:
@@ -79,6 +81,7 @@ def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
 exception_handlers: ExceptionHandlersMap = {
     NotAuthorizedException: to_login,
     HTTPException: http_error,
+    ValidationException: http_error,  # the app's JSON handler of this class is for the API
     BackendUnavailable: unavailable,
     StorageFull: storage_full,
     Exception: unexpected,

@@ -299,11 +299,17 @@ class OmiWebhooks:
 
     async def _retry(self, webhook_id: str, delivery: QueuedDelivery) -> None:
         async with self._parallel:
-            if not await self._enabled(delivery.plugin_id, delivery.uid):
-                log.info("dropping webhook %s: %s is disabled for the user", webhook_id, delivery.plugin_id)
+            enabled: bool | None = None
+            try:
+                enabled = await self._enabled(delivery.plugin_id, delivery.uid)
+            except BackendUnavailable as exc:  # no answer is not "disabled": it stays queued
+                log.warning("webhook %s waits: %s", webhook_id, exc)
+            if enabled is not True:
                 self.breaker.release(breaker_key(delivery.url))
                 await self._release(webhook_id)
-                await self._kv().hdel(QUEUE_KEY, webhook_id)
+                if enabled is False:
+                    log.info("dropping webhook %s: %s is disabled", webhook_id, delivery.plugin_id)
+                    await self._kv().hdel(QUEUE_KEY, webhook_id)
                 return
             message = await self._attempt(webhook_id, delivery, admitted=True)
             if message is not None:
@@ -543,6 +549,8 @@ class OmiWebhooks:
             return False
         try:
             return bool(await check(plugin_id, uid))
+        except BackendUnavailable:  # not an answer: the caller decides what waiting means
+            raise
         except Exception:
             log.exception("could not tell whether %s is enabled for %s", plugin_id, uid)
             return False

@@ -111,7 +111,13 @@ PAGE = "/memories/{memory_id:str}"
 def _api_memories(method: str, suffix: str = "", **extra: Any) -> Calls:
     def calls(world: World) -> list[Call]:
         return [
-            Call(method, f"/v1/memories/{memory_id}{suffix}", (404,), owner_sees=method == "GET" and kind != "deleted", **extra)
+            Call(
+                method,
+                f"/v1/memories/{memory_id}{suffix}",
+                (404,),
+                owner_sees=method == "GET" and kind != "deleted",
+                **extra,
+            )
             for kind, memory_id in world.memories.items()
         ]
 
@@ -125,7 +131,13 @@ def _pages(method: str, suffix: str = "", form: Mapping[str, str] | None = None,
     def calls(world: World) -> list[Call]:
         readable = set(owned.split()) if owned else {k for k in world.memories if k != "deleted"}
         found = [
-            Call(method, f"/memories/{memory_id}{suffix}", (404,), form=form, owner_sees=method == "GET" and kind in readable)
+            Call(
+                method,
+                f"/memories/{memory_id}{suffix}",
+                (404,),
+                form=form,
+                owner_sees=method == "GET" and kind in readable,
+            )
             for kind, memory_id in world.memories.items()
         ]
         kept = world.memories["kept"]
@@ -180,9 +192,13 @@ TABLE: dict[str, Entry] = {
     f"PATCH {MEMORY}": Owned(TOKEN, _api_memories("PATCH", json={"title": "bob was here"})),
     f"POST {MEMORY}/reprocess": Owned(TOKEN, _api_memories("POST", "/reprocess")),
     f"POST {MEMORY}/restore": Owned(TOKEN, _api_memories("POST", "/restore")),
-    f"PATCH {MEMORY}/events": Owned(TOKEN, _api_memories("PATCH", "/events", json={"events_idx": [0], "values": [True]})),
+    f"PATCH {MEMORY}/events": Owned(
+        TOKEN, _api_memories("PATCH", "/events", json={"events_idx": [0], "values": [True]})
+    ),
     f"PATCH {MEMORY}/visibility": Owned(TOKEN, _api_memories("PATCH", "/visibility?value=public")),
-    "GET /v1/memories": Scoped(TOKEN, _OWN, lambda w: [Call("GET", "/v1/memories?include_discarded=true&limit=1000", (200,))]),
+    "GET /v1/memories": Scoped(
+        TOKEN, _OWN, lambda w: [Call("GET", "/v1/memories?include_discarded=true&limit=1000", (200,))]
+    ),
     "POST /v1/memories": Scoped(
         TOKEN,
         _OWN,
@@ -193,32 +209,55 @@ TABLE: dict[str, Entry] = {
                 "started_at": "2026-11-23T10:00:00Z",
                 "finished_at": "2026-11-23T10:05:00Z",
                 "transcript_segments": [
-                    {"text": "We should book the ferry to the island tonight and pack on Friday.", "speaker": "SPEAKER_0"}
+                    {
+                        "text": "We should book the ferry to the island tonight and pack on Friday.",
+                        "speaker": "SPEAKER_0",
+                    }
                 ],
             },
         ),
     ),
-    "POST /v1/memories/search": Scoped(TOKEN, _OWN, _one("POST", "/v1/memories/search", json={"query": "ferry tickets to the island", "limit": 50})),
+    "POST /v1/memories/search": Scoped(
+        TOKEN,
+        _OWN,
+        _one("POST", "/v1/memories/search", json={"query": "ferry tickets to the island", "limit": 50}),
+    ),
     "GET /v1/messages": Scoped(TOKEN, _OWN, _one("GET", "/v1/messages?limit=1000")),
-    "POST /v1/messages": Scoped(TOKEN, _OWN, _one("POST", "/v1/messages", json={"text": "When does the ferry to the island leave?"})),
+    "POST /v1/messages": Scoped(
+        TOKEN, _OWN, _one("POST", "/v1/messages", json={"text": "When does the ferry to the island leave?"})
+    ),
     "GET /v1/plugins": Scoped(TOKEN, _CATALOGUE, _one("GET", "/v1/plugins")),
     "GET /v2/plugins": Scoped(TOKEN, _CATALOGUE, _one("GET", "/v2/plugins")),
     "POST /v1/plugins/enable": Scoped(TOKEN, _CATALOGUE, _one("POST", "/v1/plugins/enable?plugin_id=notes")),
-    "POST /v1/plugins/disable": Scoped(TOKEN, _CATALOGUE, _one("POST", "/v1/plugins/disable?plugin_id=notes")),
+    "POST /v1/plugins/disable": Scoped(
+        TOKEN, _CATALOGUE, _one("POST", "/v1/plugins/disable?plugin_id=notes")
+    ),
     "POST /v1/plugins/review": Scoped(
-        TOKEN, _CATALOGUE, _one("POST", "/v1/plugins/review?plugin_id=notes", json={"score": 1, "review": "Not for me."})
+        TOKEN,
+        _CATALOGUE,
+        _one("POST", "/v1/plugins/review?plugin_id=notes", json={"score": 1, "review": "Not for me."}),
     ),
     "GET /v3/speech-profile": Scoped(TOKEN, _OWN, _one("GET", "/v3/speech-profile")),
     "POST /v3/upload-audio": Scoped(
-        TOKEN, _OWN, lambda w: [Call("POST", "/v3/upload-audio", (200,), files={"file": ("bob.wav", w.profile_wav, "audio/wav")})]
+        TOKEN,
+        _OWN,
+        lambda w: [
+            Call("POST", "/v3/upload-audio", (200,), files={"file": ("bob.wav", w.profile_wav, "audio/wav")})
+        ],
     ),
-    "POST /v3/upload-bytes": Scoped(TOKEN, _OWN, _one("POST", "/v3/upload-bytes", 400, json={"bytes": [[1, 2, 3]], "duration": 10})),
+    "POST /v3/upload-bytes": Scoped(
+        TOKEN, _OWN, _one("POST", "/v3/upload-bytes", 400, json={"bytes": [[1, 2, 3]], "duration": 10})
+    ),
     "WS /listen": Owned(TOKEN, _listen),
     # --- the integrations (integration key) ---------------------------------------------------
     "POST /v1/integrations/workflow/memories": Scoped(
-        KEY, _OWN + " (the key's)", _one("POST", "/v1/integrations/workflow/memories", json={"text": "Bob's packing list: socks."})
+        KEY,
+        _OWN + " (the key's)",
+        _one("POST", "/v1/integrations/workflow/memories", json={"text": "Bob's packing list: socks."}),
     ),
-    "GET /v1/integrations/workflow/memories": Scoped(KEY, _OWN + " (the key's)", _one("GET", "/v1/integrations/workflow/memories?limit=12")),
+    "GET /v1/integrations/workflow/memories": Scoped(
+        KEY, _OWN + " (the key's)", _one("GET", "/v1/integrations/workflow/memories?limit=12")
+    ),
     "POST /v1/integrations/screenpipe": Scoped(
         KEY,
         _OWN + " (the key's); the memory id is derived from the uid and the request_id, so alice's "
@@ -241,7 +280,10 @@ TABLE: dict[str, Entry] = {
     "GET /": Scoped(
         WEB,
         _OWN,
-        lambda w: [Call("GET", "/?discarded=true", (200,)), Call("GET", "/?q=ferry+tickets+to+the+island", (200,), htmx=True)],
+        lambda w: [
+            Call("GET", "/?discarded=true", (200,)),
+            Call("GET", "/?q=ferry+tickets+to+the+island", (200,), htmx=True),
+        ],
     ),
     f"GET {PAGE}": Owned(WEB, _pages("GET")),
     f"GET {PAGE}/edit": Owned(WEB, _pages("GET", "/edit")),
@@ -250,7 +292,9 @@ TABLE: dict[str, Entry] = {
     f"POST {PAGE}/restore": Owned(WEB, _pages("POST", "/restore")),
     f"POST {PAGE}/reprocess": Owned(WEB, _pages("POST", "/reprocess")),
     f"POST {PAGE}/delete": Owned(WEB, _pages("POST", "/delete")),
-    f"POST {PAGE}/action-items/{{index:int}}": Owned(WEB, _pages("POST", "/action-items/0", {"completed": "true"})),
+    f"POST {PAGE}/action-items/{{index:int}}": Owned(
+        WEB, _pages("POST", "/action-items/0", {"completed": "true"})
+    ),
     f"GET {PAGE}/events/{{filename:str}}": Owned(WEB, _pages("GET", "/events/0.ics", owned="kept")),
     "GET /live": Scoped(WEB, _OWN + " (the open journals of the signed-in user)", _one("GET", "/live")),
     "GET /live/events": Scoped(
@@ -260,39 +304,66 @@ TABLE: dict[str, Entry] = {
         lambda w: [],
     ),
     "GET /settings": Scoped(WEB, _OWN, _one("GET", "/settings")),
-    "POST /settings/keys": Scoped(WEB, _OWN + " (a new key for the caller, shown once)", _one("POST", "/settings/keys", 201)),
-    "POST /settings/keys/{fingerprint:str}/revoke": Owned(WEB, _both("POST", lambda w: [f"/settings/keys/{w.fingerprint}/revoke"])),
+    "POST /settings/keys": Scoped(
+        WEB, _OWN + " (a new key for the caller, shown once)", _one("POST", "/settings/keys", 201)
+    ),
+    "POST /settings/keys/{fingerprint:str}/revoke": Owned(
+        WEB, _both("POST", lambda w: [f"/settings/keys/{w.fingerprint}/revoke"])
+    ),
     "POST /settings/speech-profile": Scoped(
         WEB,
         _OWN,
-        lambda w: [Call("POST", "/settings/speech-profile", (200,), files={"file": ("bob.wav", w.profile_wav, "audio/wav")})],
+        lambda w: [
+            Call(
+                "POST",
+                "/settings/speech-profile",
+                (200,),
+                files={"file": ("bob.wav", w.profile_wav, "audio/wav")},
+            )
+        ],
     ),
     "GET /plugins": Scoped(WEB, _CATALOGUE, _one("GET", "/plugins")),
-    "GET /plugins/{plugin_id:str}": Scoped(WEB, _CATALOGUE, lambda w: [Call("GET", "/plugins/notes", (200,)), Call("GET", "/plugins/summary", (200,))]),
-    "POST /plugins/{plugin_id:str}/enabled": Scoped(WEB, _CATALOGUE, _one("POST", "/plugins/notes/enabled", form={"enabled": "true"})),
+    "GET /plugins/{plugin_id:str}": Scoped(
+        WEB,
+        _CATALOGUE,
+        lambda w: [Call("GET", "/plugins/notes", (200,)), Call("GET", "/plugins/summary", (200,))],
+    ),
+    "POST /plugins/{plugin_id:str}/enabled": Scoped(
+        WEB, _CATALOGUE, _one("POST", "/plugins/notes/enabled", form={"enabled": "true"})
+    ),
     "POST /plugins/{plugin_id:str}/review": Scoped(
         WEB, _CATALOGUE, _one("POST", "/plugins/notes/review", form={"score": "2", "review": "Meh."})
     ),
     "GET /plugins/{plugin_id:str}/deliveries": Scoped(
-        WEB, _CATALOGUE + "; the log shown is the caller's (kept per entry and user)", _one("GET", "/plugins/notes/deliveries")
+        WEB,
+        _CATALOGUE + "; the log shown is the caller's (kept per entry and user)",
+        _one("GET", "/plugins/notes/deliveries"),
     ),
     "POST /plugins/{plugin_id:str}/deliveries/{webhook_id:str}/retry": Owned(
-        WEB, _both("POST", lambda w: [f"/plugins/{w.plugin}/deliveries/{wid}/retry" for wid in w.webhooks.values()])
+        WEB,
+        _both(
+            "POST", lambda w: [f"/plugins/{w.plugin}/deliveries/{wid}/retry" for wid in w.webhooks.values()]
+        ),
     ),
-    "GET /login": Scoped(WEB, "sign-in form: a signed-in visitor is sent on", _one("GET", "/login?next=/settings", 303)),
+    "GET /login": Scoped(
+        WEB, "sign-in form: a signed-in visitor is sent on", _one("GET", "/login?next=/settings", 303)
+    ),
     "POST /login": Scoped(
-        ANONYMOUS, "sign-in: the session is the token's owner's", lambda w: [Call("POST", "/login", (400,), form={"token": w.tokens["bad"]})]
+        ANONYMOUS,
+        "sign-in: the session is the token's owner's",
+        lambda w: [Call("POST", "/login", (400,), form={"token": w.tokens["bad"]})],
     ),
-    "POST /logout": Scoped(WEB_SECOND, "ends the caller's own session (the cookie's)", _one("POST", "/logout", 303)),
+    "POST /logout": Scoped(
+        WEB_SECOND, "ends the caller's own session (the cookie's)", _one("POST", "/logout", 303)
+    ),
     # --- no user data --------------------------------------------------------------------------
     "GET /health": Public("liveness, no data", _one("GET", "/health")),
     "GET /static/{file_path:path}": Public("our CSS and JS", _one("GET", "/static/app.css")),
     "HEAD /static/{file_path:path}": Public("our CSS and JS", _one("HEAD", "/static/app.js")),
-    **{
-        f"GET {path}": Public("the OpenAPI document and its viewers", _one("GET", path))
-        for path in _SCHEMA
-    },
-    "GET /schema/{path:str}": Public("the OpenAPI plugin's not-found page", _one("GET", "/schema/nothing-here", 404)),
+    **{f"GET {path}": Public("the OpenAPI document and its viewers", _one("GET", path)) for path in _SCHEMA},
+    "GET /schema/{path:str}": Public(
+        "the OpenAPI plugin's not-found page", _one("GET", "/schema/nothing-here", 404)
+    ),
 }
 
 

@@ -17,7 +17,7 @@ import asyncio
 import io
 import logging
 import wave
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -92,15 +92,18 @@ def found(text: str, needles: Mapping[str, str]) -> list[str]:
 
 @contextmanager
 def every_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Every logger at DEBUG into ``caplog``: the root's handler sees those that propagate,
-    the others get it added for the duration."""
+    """Every logger at DEBUG into ``caplog``: through the root for those that propagate, and
+    directly for the others, for the duration. (Litestar configures logging when an app is
+    built, which takes ``caplog``'s handler off the root: enter this afterwards.)"""
     caplog.set_level(logging.DEBUG)
     attached: list[logging.Logger] = []
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        if not isinstance(logger, logging.Logger):
-            continue
-        caplog.set_level(logging.DEBUG, logger=name)
-        if not logger.propagate and caplog.handler not in logger.handlers:
+    loggers = [logging.root] + [
+        logger for logger in logging.root.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        if logger is not logging.root:
+            caplog.set_level(logging.DEBUG, logger=logger.name)
+        if (logger is logging.root or not logger.propagate) and caplog.handler not in logger.handlers:
             logger.addHandler(caplog.handler)
             attached.append(logger)
     try:
@@ -110,10 +113,12 @@ def every_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
             logger.removeHandler(caplog.handler)
 
 
-def log_text(caplog: pytest.LogCaptureFixture) -> str:
-    """Every captured record formatted in full: message, traceback and stack."""
+def log_text(
+    caplog: pytest.LogCaptureFixture, skip: Callable[[logging.LogRecord], bool] = lambda record: False
+) -> str:
+    """Every captured record (but those ``skip`` says) formatted in full: message, traceback, stack."""
     formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
-    return "\n".join(formatter.format(record) for record in caplog.records)
+    return "\n".join(formatter.format(record) for record in caplog.records if not skip(record))
 
 
 async def websocket_close(app: Any, query: str, headers: Mapping[str, str]) -> tuple[int, str]:

@@ -206,6 +206,8 @@ class Fuzzer:
     sent: dict[str, int] = field(default_factory=dict)
     findings: dict[tuple[str, str, str, str], Finding] = field(default_factory=dict)
     statuses: dict[str, set[int]] = field(default_factory=dict)
+    before_operation: Callable[[], None] | None = None
+    _known: dict[str, object] | None = None  # the state after the last refused request
 
     def operations(self) -> Iterator[APIOperation]:
         for result in self.schema.get_all_operations():
@@ -215,6 +217,9 @@ class Fuzzer:
         """Every operation, schema-valid then schema-breaking requests, with ``credentials``."""
         with requests.Session() as session:
             for operation in self.operations():
+                if self.before_operation is not None:
+                    self.before_operation()
+                self._known = None
                 for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                     self._fuzz(operation, mode, credentials, session)
 
@@ -225,14 +230,20 @@ class Fuzzer:
         variants = [generated]
         for parameter in operation.path_parameters:
             for value in self.pinned.get("path", {}).get(parameter.name, []):
-                variants.append(operation.as_strategy(generation_mode=mode, path_parameters={parameter.name: value}))
+                variants.append(
+                    operation.as_strategy(generation_mode=mode, path_parameters={parameter.name: value})
+                )
         for parameter in operation.query:
             for value in self.pinned.get("query", {}).get(parameter.name, []):
                 variants.append(operation.as_strategy(generation_mode=mode, query={parameter.name: value}))
         return st.one_of(variants)
 
     def _fuzz(
-        self, operation: APIOperation, mode: GenerationMode, credentials: Credentials, session: requests.Session
+        self,
+        operation: APIOperation,
+        mode: GenerationMode,
+        credentials: Credentials,
+        session: requests.Session,
     ) -> None:
         @given(case=self._strategy(operation, mode))
         @settings(
@@ -255,7 +266,9 @@ class Fuzzer:
                 raise  # a schema-valid request must always be possible
             # nothing to break: the operation has no parameters and no body
 
-    def _send(self, case: Case, mode: GenerationMode, credentials: Credentials, session: requests.Session) -> None:
+    def _send(
+        self, case: Case, mode: GenerationMode, credentials: Credentials, session: requests.Session
+    ) -> None:
         label = case.operation.label
         for name in ("authorization", "api-key", "api_key"):  # generated security headers out
             if case.headers:
@@ -263,7 +276,9 @@ class Fuzzer:
                     del case.headers[header]
         if credentials.headers:
             case.headers = {**(case.headers or {}), **credentials.headers}
-        before = self.read_state()
+        # A refused request changes nothing, so the state after it is the state before the next.
+        before = self._known if self._known is not None else self.read_state()
+        self._known = None
         try:
             response = case.call(base_url=self.base_url, session=session, timeout=60)
         except requests.RequestException as exc:
@@ -289,8 +304,12 @@ class Fuzzer:
             if changed:
                 detail = f"refused with {response.status_code} but changed {changed[:10]}"
                 self._record(label, credentials, mode, "state changed", f"{detail}\n{_reproduce(case, 0)}")
+            else:
+                self._known = after
 
-    def _record(self, label: str, credentials: Credentials, mode: GenerationMode, kind: str, detail: str) -> None:
+    def _record(
+        self, label: str, credentials: Credentials, mode: GenerationMode, kind: str, detail: str
+    ) -> None:
         key = (label, credentials.name, mode.value, kind)
         self.findings.setdefault(key, Finding(label, credentials.name, mode.value, kind, detail[:4000]))
 

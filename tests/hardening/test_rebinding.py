@@ -153,7 +153,7 @@ SCRIPTS = {
 
 @pytest.mark.parametrize("script", SCRIPTS.values(), ids=SCRIPTS.keys())
 async def test_a_rebinding_name_never_reaches_the_loopback(
-    victim: LoopServer, script: tuple[list[str]]
+    victim: LoopServer, script: tuple[list[str], ...]
 ) -> None:
     dns, sockets = Rebinder(*script), LoopbackOnly()
     url = f"http://rebind.example:{victim.port}/setup"

@@ -60,7 +60,9 @@ async def test_only_http_and_https(url: str) -> None:
             await check_public_url(url, allow_private=allow)
 
 
-@pytest.mark.parametrize("url", ["http:///path", "http://host:99999/", "https://[::1/"])
+@pytest.mark.parametrize(
+    "url", ["http:///path", "http://host:99999/", "https://[::1/", "http://xn--zz.example/hook"]
+)
 async def test_malformed_urls(url: str) -> None:
     with pytest.raises(ValueError):
         await check_public_url(url, allow_private=True)
@@ -168,6 +170,13 @@ async def test_the_system_resolver_answers_without_blocking_and_deduplicates() -
     assert all(ipaddress.ip_address(a).is_loopback for a in addresses)
     with pytest.raises(OSError):
         await system_resolver("no-such-host.invalid", 80)
+
+
+async def test_a_name_that_cannot_be_encoded_is_refused_for_good() -> None:
+    backend = PinnedBackend(netguard.is_public_address)  # the system resolver: fails before any query
+    for host in ["a..b.example", "a" * 64 + ".example"]:
+        with pytest.raises(AddressRefused, match="not a valid host name"):
+            await backend.checked_addresses(host, 80)
 
 
 async def test_a_resolver_that_never_answers_is_a_connect_timeout() -> None:
