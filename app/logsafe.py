@@ -17,13 +17,17 @@ every handler ``omi-backend serve`` configures (:func:`logging_config`), replace
 
 from __future__ import annotations
 
+import atexit
 import copy
 import logging
+import queue
 import re
+import sys
 from collections.abc import Mapping
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any, Final
 
-__all__ = ["REDACTED", "RedactSecrets", "logging_config", "redact"]
+__all__ = ["REDACTED", "QueuedStderr", "RedactSecrets", "logging_config", "redact"]
 
 REDACTED: Final = "[redacted]"
 
@@ -86,21 +90,35 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class QueuedStderr(QueueHandler):
+    """A handler that never blocks its caller: records go through a queue to a thread that
+    writes them to stderr (the event loop never waits on the log's pipe)."""
+
+    def __init__(self) -> None:
+        super().__init__(queue.SimpleQueue())
+        self._listener: QueueListener | None = QueueListener(self.queue, logging.StreamHandler(sys.stderr))
+        self._listener.start()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread (``dictConfig`` closes replaced handlers)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+        super().close()
+
+
 def logging_config(level: str) -> dict[str, Any]:
     """The ``logging.config.dictConfig`` of ``omi-backend serve``: uvicorn's own handlers and
-    formats, ours (``LEVEL name: message`` on stderr) for every other logger (Litestar's
-    included), each handler behind :class:`RedactSecrets`. A new dict each call
-    (``dictConfig`` consumes it)."""
+    formats, ours (``LEVEL name: message`` on stderr, through :class:`QueuedStderr`) for every
+    other logger (Litestar's included), each handler behind :class:`RedactSecrets`. A new dict
+    each call (``dictConfig`` consumes it)."""
     from uvicorn.config import LOGGING_CONFIG
 
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
     config["filters"] = {"redact": {"()": RedactSecrets}}
     config["formatters"]["plain"] = {"format": "%(levelname)s %(name)s: %(message)s"}
-    config["handlers"]["plain"] = {
-        "class": "logging.StreamHandler",
-        "formatter": "plain",
-        "stream": "ext://sys.stderr",
-    }
+    config["handlers"]["plain"] = {"()": QueuedStderr, "formatter": "plain"}
     for handler in config["handlers"].values():
         handler["filters"] = ["redact"]
     # Litestar gives its own logger a handler of its own when the app is built: back to ours.

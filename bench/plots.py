@@ -30,6 +30,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -80,6 +81,7 @@ def plot_listen(listen: dict[str, Any], whisper: dict[str, Any] | None, out: Pat
     ax.axhline(100, color="red", linestyle=":", label="target: p99 < 100 ms")
     _mark_failures(ax, xs, [r["latency"]["p99"] for r in rows], [bool(r.get("pass")) for r in rows])
     ax.set_yscale("log")
+    ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel("concurrent /listen sessions")
     ax.set_ylabel("frame -> segment latency (ms, log scale)")
     ax.set_title(f"Server cost, scripted STT\n{_subtitle(listen)}", fontsize=10)
@@ -95,6 +97,7 @@ def plot_listen(listen: dict[str, Any], whisper: dict[str, Any] | None, out: Pat
         _mark_failures(
             ax, xs, [r["latency"]["p99"] / 1000 for r in rows], [bool(r.get("pass")) for r in rows]
         )
+        ax.set_xticks(xs, [str(x) for x in xs])
         ax.set_xlabel("concurrent /listen sessions (Whisper tiny.en, one core)")
         ax.set_ylabel("end of speech -> segment latency (s)")
         ax.set_title(f"Embedded Whisper\n{_subtitle(whisper)}", fontsize=10)
@@ -135,6 +138,7 @@ def plot_rest(rest: dict[str, Any], out: Path) -> Path:
         )
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [str(x) for x in xs])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yscale("log")
     ax.set_xlabel("concurrent connections")
     ax.set_ylabel("requests per second (log scale; bars: min-max of rounds)")
@@ -157,6 +161,7 @@ def plot_search(search: dict[str, Any], out: Path) -> Path:
     ax.axhline(10, color="red", linestyle=":", label="target: p50 <= 10 ms")
     ax.set_xscale("log")
     ax.set_xticks(xs, [f"{x:,}" for x in xs])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(bottom=0)
     ax.set_xlabel("memories of the user (log scale)")
     ax.set_ylabel("POST /v1/memories/search latency (ms)")
@@ -178,12 +183,9 @@ def plot_soak(soak: dict[str, Any], out: Path) -> Path:
     warmup = config["warmup_s"] / 60
     top.plot(minutes, [s["rss_mb"] for s in samples], "-", color="tab:blue", label="RSS")
     if "rss_after_warmup_mb" in verdict:
-        top.axhline(
-            verdict["rss_after_warmup_mb"] * 1.10,
-            color="red",
-            linestyle=":",
-            label="1.10 x RSS after warm-up",
-        )
+        baseline = verdict["rss_after_warmup_mb"]
+        top.axhline(baseline, color="tab:blue", linestyle=":", alpha=0.6, label="RSS after warm-up")
+        top.axhline(baseline * 1.10, color="red", linestyle=":", label="limit: 1.10 x RSS after warm-up")
     top.axvspan(0, warmup, color="grey", alpha=0.15, label="warm-up")
     top.set_ylabel("server RSS (MB)")
     fds = top.twinx()

@@ -38,7 +38,7 @@ import msgspec
 
 from app.core.activity import VoiceActivity
 from app.core.audio import TARGET_RATE, AudioDecoder
-from app.core.errors import BackendUnavailable
+from app.core.errors import BackendUnavailable, StorageFull
 from app.core.journal import OpenJournal, ResumeOffer
 from app.core.models import Memory, TranscriptSegment
 from app.core.ports import SpeechStream
@@ -58,6 +58,7 @@ SEND_CHUNK: Final = BYTES_PER_SECOND // 4
 PENDING_MARGIN_S: Final = 1.0  # voiced audio this far past the last words: the engine is still on it
 PENDING_GRACE_S: Final = 10.0  # the most the silence timer waits for those words
 STORE_FAILED: Final = 1011  # the close code when results can no longer be journalled
+DISK_FULL: Final = 1013  # ... because the server's disk is full (try again later)
 
 TranscriptCallback = Callable[[str, str, list[TranscriptSegment]], Awaitable[None]]
 """``await on_transcript(session_id, uid, segments)``: the plugins' ``on_transcript``."""
@@ -180,7 +181,9 @@ class ListenSession:
             timer.cancel()
         self._client_gone = True
         stream, self._stream = self._stream, None
-        if stream is not None:
+        if stream is not None and self._failed:  # results are dropped now: no waiting for the last words
+            await stream.close()
+        elif stream is not None:
             try:
                 tail = self._decoder.flush()
                 if tail:
@@ -230,6 +233,10 @@ class ListenSession:
                 self._spoke.set()
         except BackendUnavailable as exc:  # held as long as the journal holds writes
             await self._fail(f"{exc.backend} is unavailable: the transcript cannot be saved, reconnect later")
+            return
+        except StorageFull:  # the data dir's disk: refused at once, nothing journalled
+            reason = "the server's disk is full: the transcript cannot be saved, try again later"
+            await self._fail(reason, DISK_FULL)
             return
         if created:
             await self._event(
@@ -345,14 +352,14 @@ class ListenSession:
         if self.params.new_memory_watch:
             await self._send(msgspec.json.encode({"type": name, "event_type": name, **fields}).decode())
 
-    async def _fail(self, reason: str) -> None:
+    async def _fail(self, reason: str, code: int = STORE_FAILED) -> None:
         """Results can no longer be journalled: show the client none, and close it."""
         self._failed = True
         log.error("session %s: closing: %s", self.id, reason)
         async with self._send_lock:
             self._client_gone = True
             try:
-                await self._sink.close(STORE_FAILED, reason)
+                await self._sink.close(code, reason)
             except Exception as exc:
                 log.debug("session %s: close failed (%s)", self.id, exc)
 

@@ -42,14 +42,24 @@ class Outbox:
         write: Sends one text frame (may wait while the client does not read).
         close: Sends the close frame.
         timeout: The most one message may wait for the socket to take it.
-        limit: The most bytes (UTF-8 characters counted as one) that may wait.
+        limit: The most characters that may wait.
+        close_wait: The least time :meth:`close` gives the queue and the close frame.
     """
 
-    def __init__(self, write: Write, close: Close, *, timeout: float, limit: int = MAX_QUEUED_BYTES) -> None:
+    def __init__(
+        self,
+        write: Write,
+        close: Close,
+        *,
+        timeout: float,
+        limit: int = MAX_QUEUED_BYTES,
+        close_wait: float = CLOSE_WAIT_S,
+    ) -> None:
         self._write = write
         self._close = close
         self._timeout = timeout
         self._limit = limit
+        self._close_wait = max(timeout, close_wait)
         self._queue: deque[str] = deque()
         self._queued = 0
         self._wake = asyncio.Event()
@@ -59,7 +69,8 @@ class Outbox:
         self._task = asyncio.create_task(self._run(), name="listen-outbox")
 
     @property
-    def queued_bytes(self) -> int:
+    def queued(self) -> int:
+        """Characters waiting to be written."""
         return self._queued
 
     async def send_text(self, text: str) -> None:
@@ -67,7 +78,7 @@ class Outbox:
         if self._closing is not None or self._gone or self.refused.done():
             raise ConnectionError("the socket is closing")
         if self._queued + len(text) > self._limit:
-            self._refuse(f"the client is not reading: over {self._limit // 1024} KiB of messages waiting")
+            self._refuse(f"the client is not reading: over {self._limit} characters of messages waiting")
             raise ConnectionError("the client is not reading")
         self._queue.append(text)
         self._queued += len(text)
@@ -81,7 +92,7 @@ class Outbox:
         if self._closing is None:
             self._closing = (code, reason)
         self._wake.set()
-        done, _ = await asyncio.wait({self._task}, timeout=max(self._timeout, CLOSE_WAIT_S))
+        done, _ = await asyncio.wait({self._task}, timeout=self._close_wait)
         if not done:
             log.info("listen: the close frame could not be written in time; dropped")
             await self._stop()

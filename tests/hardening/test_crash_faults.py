@@ -19,14 +19,17 @@ of any kind, then started again on the same data dir.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
 import sqlite3
 import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,7 @@ from builtin_plugins.omi_webhooks import webhook_secret
 from integrations.screenpipe import screenpipe_memory_id
 from tests.api.test_webhooks import omi_entry
 from tests.fakes.plugin_server import FakePluginServer
-from tests.serverproc import make_token, server, tail, wait_healthy
+from tests.serverproc import make_token, server, wait_healthy
 
 pytestmark = pytest.mark.anyio
 
@@ -89,11 +92,15 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 40.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not await check():
-            await asyncio.sleep(0.2)
-    assert await check(), what
+async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str, seconds: float = 40.0) -> None:
+    """Poll ``check`` until it holds; fail with ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = check()
+        if await result if inspect.isawaitable(result) else result:
+            return
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
 
 
 def delivered(hook: FakePluginServer) -> dict[str, set[str]]:
@@ -119,11 +126,11 @@ class OnDisk:
 
 def on_disk(data_dir: Path) -> OnDisk:
     def rows(name: str, sql: str) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(data_dir / name) as conn:
+        with closing(sqlite3.connect(data_dir / name)) as conn:
             return conn.execute(sql).fetchall()
 
     def hash_fields(key: str) -> list[tuple[str, str]]:
-        return rows("kv.db", f"SELECT field, value FROM hashes WHERE key = '{key}'")  # noqa: S608
+        return rows("kv.db", f"SELECT field, value FROM hashes WHERE key = '{key}'")
 
     memories = {r[0]: json.loads(r[1]) for r in rows("memories.db", "SELECT id, json FROM memories")}
     vectors = {r[0] for r in rows("vectors.db", "SELECT memory_id FROM vectors WHERE uid = 'alice'")}
@@ -174,12 +181,13 @@ class Client:
     async def send(self, c: Creation) -> str:
         text = SENTENCE.format(marker=c.marker)
         if c.kind == "screenpipe":
-            body = {"request_id": c.key, "source": "audio", "text": text, "timestamp_range": {"start": 1, "end": 60}}
+            span = {"start": 1, "end": 60}
+            request = {"request_id": c.key, "source": "audio", "text": text, "timestamp_range": span}
             url = "/v1/integrations/screenpipe?uid=alice"
-            response = await self.http.post(url, json=body, headers={"api_key": INTEGRATION_KEY})
+            response = await self.http.post(url, json=request, headers={"api_key": INTEGRATION_KEY})
             assert response.status_code == 200, response.text
             return str(response.json()["id"])
-        body = {
+        body: dict[str, Any] = {
             "started_at": "2026-11-23T09:00:00Z",
             "finished_at": "2026-11-23T09:01:00Z",
             "transcript_segments": [{"text": text, "speaker": "SPEAKER_0", "start": 0.0, "end": 5.0}],
@@ -214,9 +222,7 @@ async def test_sigkill_while_memories_are_made_loses_and_doubles_nothing(rig: Ri
                     await client.create(todo.pop(0))
 
             workers = [asyncio.create_task(worker()) for _ in range(8)]
-            async with asyncio.timeout(60):
-                while sum(c.memory_id is not None for c in creations) < 4:
-                    await asyncio.sleep(0.01)
+            await eventually(lambda: sum(c.memory_id is not None for c in creations) >= 4, "4 acks", 60)
             in_flight = client.started - client.finished
             kill(proc)  # mid-stream: no shutdown of any kind
             await asyncio.gather(*workers)
@@ -233,11 +239,12 @@ async def test_sigkill_while_memories_are_made_loses_and_doubles_nothing(rig: Ri
         assert not memory["discarded"]
         assert memory_id in crash.vectors | crash.owed_index
         assert memory_id in set(sent) | set(crash.queued.values()) | crash.owed_hooks
+    unqueued = crash.owed_hooks - set(crash.queued.values()) - set(sent)
     print(  # the crash windows this run's kill caught (figures for docs/RELIABILITY.md)
         f"\nat the kill: {in_flight} requests in flight, {len(acked)} acknowledged, "
         f"{len(crash.memories)} stored, {len(crash.memories.keys() - crash.vectors)} not yet indexed, "
-        f"{len(crash.owed_hooks)} owed their hooks, {len(crash.owed_hooks - set(crash.queued.values()) - set(sent))}"
-        f" of them not yet queued for the webhook, {len(crash.queued)} webhooks queued"
+        f"{len(crash.owed_hooks)} owed their hooks ({len(unqueued)} not yet queued for the webhook), "
+        f"{len(crash.queued)} webhooks queued"
     )
 
     with server(rig.data_dir, rig.log, rig.env) as (proc, address):
@@ -271,7 +278,9 @@ async def test_sigkill_while_memories_are_made_loses_and_doubles_nothing(rig: Ri
             assert c.memory_id == screenpipe_memory_id("alice", c.key)
     assert all(c.memory_id is not None for c in creations if c.kind != "plain" and c.error is not None)
     # one webhook-id per memory: with the receiver's deduplication, each delivered exactly once
-    assert {memory_id: len(hooks) for memory_id, hooks in delivered(rig.hook).items()} == dict.fromkeys(ids, 1)
+    assert {memory_id: len(hooks) for memory_id, hooks in delivered(rig.hook).items()} == (
+        dict.fromkeys(ids, 1)
+    )
     assert all(r.signature_ok for r in rig.hook.requests("/memory"))
     after = on_disk(rig.data_dir)
     assert after.vectors == ids
@@ -290,9 +299,7 @@ async def test_sigkill_while_webhooks_are_in_flight_delivers_each_once(rig: Rig)
             client = Client(http, rig.auth)
             await asyncio.gather(*(client.create(c) for c in creations))
         assert all(c.memory_id is not None for c in creations)
-        async with asyncio.timeout(20):
-            while len(set(rig.hook.begun)) < len(creations):
-                await asyncio.sleep(0.01)
+        await eventually(lambda: len(set(rig.hook.begun)) == len(creations), "every delivery under way", 20)
         assert rig.hook.requests() == []  # every delivery is waiting for its answer
         kill(proc)
     first_ids = set(rig.hook.begun)

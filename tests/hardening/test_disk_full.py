@@ -23,7 +23,7 @@ import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +59,8 @@ class Disk:
     @contextmanager
     def mount(self) -> Iterator[Disk]:
         self.root.mkdir()
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(self.root)], capture_output=True, check=False
-        )
+        command = ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(self.root)]
+        done = subprocess.run(command, capture_output=True, check=False)
         self.mounted = done.returncode == 0
         try:
             yield self
@@ -83,7 +82,8 @@ class Disk:
                 try:
                     os.write(fd, bytes(size))
                 except OSError as exc:
-                    assert exc.errno == errno.ENOSPC
+                    if exc.errno != errno.ENOSPC:
+                        raise
                     size //= 2
         finally:
             os.close(fd)
@@ -92,7 +92,8 @@ class Disk:
     def free(self) -> None:
         if not self.mounted:
             assert self.pid is not None
-            resource.prlimit(self.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            unlimited = resource.RLIM_INFINITY
+            resource.prlimit(self.pid, resource.RLIMIT_FSIZE, (unlimited, unlimited))
             return
         self.filler.unlink()
 
@@ -137,13 +138,13 @@ async def listen(address: str, auth: dict[str, str]) -> tuple[list[dict[str, Any
 def integrity(data_dir: Path) -> dict[str, str]:
     found = {}
     for path in sorted(data_dir.glob("*.db")):
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn:
             found[path.name] = conn.execute("PRAGMA integrity_check").fetchone()[0]
     return found
 
 
 @pytest.mark.slow
-async def test_a_full_disk_is_refused_cleanly_and_the_server_recovers_without_a_restart(tmp_path: Path) -> None:
+async def test_a_full_disk_is_refused_cleanly_and_then_works_without_a_restart(tmp_path: Path) -> None:
     disk = Disk(tmp_path / "disk")
     with disk.mount():
         data_dir, log = disk.root / "data", tmp_path / "server.log"
@@ -153,8 +154,12 @@ async def test_a_full_disk_is_refused_cleanly_and_the_server_recovers_without_a_
             disk.pid = proc.pid
             await wait_healthy(address, proc, log)
             base = f"http://{address}"
-            async with httpx.AsyncClient(base_url=base, timeout=60) as api, httpx.AsyncClient(base_url=base) as web:
-                kept = [(await api.post("/v1/memories", json=MEMORY, headers=auth)).json()["memory"] for _ in "ab"]
+            async with (
+                httpx.AsyncClient(base_url=base, timeout=60) as api,
+                httpx.AsyncClient(base_url=base) as web,
+            ):
+                made = [await api.post("/v1/memories", json=MEMORY, headers=auth) for _ in "ab"]
+                kept = [response.json()["memory"] for response in made]
                 assert (await sign_in(web, token)).status_code == 303
                 first = kept[0]["id"]
                 edit = {"title": "Insurance", "overview": "Renew it."}
@@ -177,9 +182,9 @@ async def test_a_full_disk_is_refused_cleanly_and_the_server_recovers_without_a_
                 assert (await web.get(f"/memories/{first}")).status_code == 200
 
                 disk.free()  # no restart from here on
-                made = await api.post("/v1/memories", json=MEMORY, headers=auth)
-                assert made.status_code == 200, made.text
-                kept.append(made.json()["memory"])
+                again = await api.post("/v1/memories", json=MEMORY, headers=auth)
+                assert again.status_code == 200, again.text
+                kept.append(again.json()["memory"])
                 patched = await api.patch(f"/v1/memories/{first}", json={"title": "Car"}, headers=auth)
                 assert patched.status_code == 200 and patched.json()["structured"]["title"] == "Car"
                 assert (await post_form(web, f"/memories/{first}/edit", edit, htmx=True)).status_code == 200
@@ -188,16 +193,15 @@ async def test_a_full_disk_is_refused_cleanly_and_the_server_recovers_without_a_
                 search = {"query": "car insurance renewal", "limit": 10}
                 found = (await api.post("/v1/memories/search", json=search, headers=auth)).json()
                 assert {m["id"] for m in found} == {m["id"] for m in kept}
-                assert (await api.get(f"/v1/memories/{first}", headers=auth)).json()["structured"]["title"] == (
-                    "Insurance"
-                )
+                edited = (await api.get(f"/v1/memories/{first}", headers=auth)).json()
+                assert edited["structured"]["title"] == "Insurance"
         assert "Traceback" not in log.read_text()
         assert integrity(data_dir) == dict.fromkeys(["kv.db", "memories.db", "vectors.db"], "ok")
-        with sqlite3.connect(data_dir / "memories.db") as conn:
+        with closing(sqlite3.connect(data_dir / "memories.db")) as conn:
             stored = {row[0] for row in conn.execute("SELECT id FROM memories")}
-        with sqlite3.connect(data_dir / "vectors.db") as conn:
+        with closing(sqlite3.connect(data_dir / "vectors.db")) as conn:
             indexed = {row[0] for row in conn.execute("SELECT memory_id FROM vectors")}
-        with sqlite3.connect(data_dir / "kv.db") as conn:
+        with closing(sqlite3.connect(data_dir / "kv.db")) as conn:
             owed = conn.execute("SELECT key, field FROM hashes WHERE key LIKE '%pending'").fetchall()
         assert stored == indexed == {m["id"] for m in kept}  # no memory half-made
         assert owed == []
