@@ -107,6 +107,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from app.api.websocket_protocol import WebSocketProtocol
     from app.logsafe import logging_config
     from app.main import create_app
 
@@ -119,6 +120,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         log_level=settings.log_level,
         log_config=logging_config(settings.log_level),
+        ws=WebSocketProtocol,  # uvicorn's, with backpressure on pings and bounded closes
         ws_max_size=1024 * 1024,
         timeout_graceful_shutdown=10,  # open /live event streams would otherwise hold a stop
     )

@@ -30,8 +30,8 @@ from app.adapters import (
 from app.api.auth import Authenticator, provide_uid
 from app.api.listen import listen as listen_socket
 from app.api.memories import MemoriesController
-from app.api.openapi import COMPONENTS
 from app.api.messages import MessagesController
+from app.api.openapi import COMPONENTS
 from app.api.plugins import PluginsController
 from app.api.speech_profile import SpeechProfileController
 from app.config import Settings

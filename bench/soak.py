@@ -51,7 +51,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -156,6 +155,10 @@ class Server:
         return [line for line in self.log.read_text(errors="replace").splitlines() if LOG_ERROR.search(line)]
 
 
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def proc_stats(pid: int) -> dict[str, float]:
     """RSS (MB), threads, open fds and CPU seconds of a process, from /proc."""
     stats: dict[str, float] = {}
@@ -204,6 +207,11 @@ async def sampler(
         except (httpx.HTTPError, ValueError) as exc:
             rec.error("GET /bench/lag", type(exc).__name__, str(exc))
         samples.append(sample)
+        progress(
+            f"{sample['t']:6.0f} s  RSS {sample['rss_mb']:.0f} MB  fds {sample['fds']:.0f}  "
+            f"server CPU {sample['server_cpu_pct']:.0f} %  lag p99 {sample.get('loop_lag_p99_ms', '?')} ms  "
+            f"done {dict(rec.ok)}  errors {sum(rec.errors.values())}"
+        )
 
 
 # -- REST load -------------------------------------------------------------------------------
@@ -385,10 +393,13 @@ async def drive(
         ) as writer,
         httpx.AsyncClient(base_url=url, timeout=10) as probe,
     ):
+        progress("server up; seeding 40 memories for the list")
         for seed in range(40):  # the list returns 20 memories with 5-minute transcripts
             (await reader.post("/v1/memories", json=create_body(seed))).raise_for_status()
         if args.whisper_sessions:
+            progress("warming Whisper up (one session of the short clip)")
             await warm_up(ws_url, tokens["warmup"], clips)
+        progress(f"load starts for {args.duration:g} s")
         seeds = iter(range(1_000, 10**9))
 
         async def get_list(due: float) -> None:
@@ -426,6 +437,7 @@ async def drive(
             )
         await asyncio.sleep(args.duration)
         stop.set()
+        progress("load stops; waiting for the last requests and sessions")
         finished, unfinished = await asyncio.wait(tasks, timeout=90)
         for task in unfinished:
             rec.error("client", "a load task did not stop within 90 s")
@@ -451,7 +463,7 @@ def main() -> None:
     parser.add_argument("--sample-every", type=float, default=5.0, help="seconds between server samples")
     parser.add_argument("--bucket", type=float, default=60.0, help="seconds per latency bucket")
     parser.add_argument("--json", type=Path, default=RESULTS / "soak.json", help="where the results go")
-    parser.add_argument("--log", type=Path, help="keep the server's log here")
+    parser.add_argument("--log", type=Path, help="write the server's log here (default: a temporary file)")
     args = parser.parse_args()
     warmup = args.warmup if args.duration >= 3 * args.warmup else args.duration / 3
     window = min(30.0, warmup / 2, (args.duration - warmup) / 2)
@@ -464,21 +476,21 @@ def main() -> None:
         names = ["reader", "writer", "warmup"]
         names += [f"tick{s}-{u}" for s in range(args.tick_sessions) for u in range(pool)]
         names += [f"whisper{s}-{u}" for s in range(args.whisper_sessions) for u in range(pool)]
+        progress(f"making {len(names)} tokens ({pool} users per session slot)")
         made = dict(zip(names, make_tokens(data, names), strict=True))
         tokens: dict[str, Any] = {k: made[k] for k in ("reader", "writer", "warmup")}
         for kind, count in (("tick", args.tick_sessions), ("whisper", args.whisper_sessions)):
             tokens[kind] = [[made[f"{kind}{s}-{u}"] for u in range(pool)] for s in range(count)]
         env = {"BENCH_STT": "mixed" if args.whisper_sessions else "tick", "OMI_LOG_LEVEL": "warning"}
-        server = Server(data, data / "server.log", env)
+        server = Server(data, args.log or data / "server.log", env)
         try:
             wait_until_up(server.url, attempts=600)
             outcome = asyncio.run(drive(args, server, tokens, clips))
         finally:
+            progress("stopping the server (it makes the memories of the last sessions)")
             exit_code = server.stop()
         rec: Recorder = outcome["recorder"]
         log_errors = server.log_errors()
-        if args.log is not None:
-            shutil.copyfile(server.log, args.log)
         for line in log_errors:
             rec.error("server log", "error line", line)
         if exit_code not in (0, -signal.SIGTERM):  # uvicorn re-raises the SIGTERM it handled

@@ -179,7 +179,9 @@ async def _serve(
     socket: WebSocket[Any, Any, Any], session: ListenSession, outbox: Outbox, idle_seconds: float
 ) -> tuple[int, str] | None:
     """Receive until the client goes (``None``), or the code and reason to close with."""
-    receiving = asyncio.create_task(_receive(socket, session, idle_seconds), name=f"listen-{session.id}")
+    receiving = asyncio.create_task(
+        _receive(socket, session, outbox, idle_seconds), name=f"listen-{session.id}"
+    )
     try:
         waiting: set[asyncio.Future[Any]] = {receiving, outbox.refused}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -195,14 +197,21 @@ async def _serve(
 
 
 async def _receive(
-    socket: WebSocket[Any, Any, Any], session: ListenSession, idle_seconds: float
+    socket: WebSocket[Any, Any, Any], session: ListenSession, outbox: Outbox, idle_seconds: float
 ) -> tuple[int, str] | None:
-    """Feed binary frames to the session until the client goes or a frame is refused."""
+    """Feed binary frames to the session until the client goes or a frame is refused.
+
+    No frame for ``idle_seconds`` closes the socket, unless the server is itself waiting to
+    write: a client that does not read is not read from either (the server's WebSocket layer
+    stops reading while its writes are held up), and the outbox gives it up in its own time.
+    """
     while True:
         try:
             async with asyncio.timeout(idle_seconds):
                 message = await socket.receive()
         except TimeoutError:
+            if outbox.writing:
+                continue
             return IDLE, f"no audio for {idle_seconds:g} s"
         if message["type"] != "websocket.receive":
             return None  # the client closed or went away

@@ -42,7 +42,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.core.errors import BackendUnavailable
 
-__all__ = ["CONNECT_TIMEOUT", "RETRIES", "SOCKET_TIMEOUT", "RedisKeyValue", "escape_glob"]
+__all__ = ["CONNECT_TIMEOUT", "RETRIES", "SOCKET_TIMEOUT", "RedisKeyValue", "escape_glob", "redis_client"]
 
 _GLOB_SPECIAL = ("\\", "*", "?", "[", "]")
 
@@ -78,6 +78,18 @@ def _text(value: bytes | str) -> str:
     return value if isinstance(value, str) else value.decode()
 
 
+def redis_client(url: str, *, decode_responses: bool = False) -> redis.Redis:
+    """A client for ``url`` that resends a command after a dropped connection (see above)."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=decode_responses,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=SOCKET_TIMEOUT,
+        retry=Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.02), RETRIES),
+        retry_on_error=[RedisConnectionError],
+    )
+
+
 @asynccontextmanager
 async def _translated() -> AsyncIterator[None]:
     try:
@@ -102,14 +114,7 @@ class RedisKeyValue:
     """
 
     def __init__(self, url: str, prefix: str = "") -> None:
-        self._redis = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_timeout=SOCKET_TIMEOUT,
-            retry=Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.02), RETRIES),
-            retry_on_error=[RedisConnectionError],
-        )
+        self._redis = redis_client(url, decode_responses=True)
         self._prefix = prefix
         self._closed = False
 

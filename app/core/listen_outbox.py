@@ -65,8 +65,14 @@ class Outbox:
         self._wake = asyncio.Event()
         self._closing: tuple[int, str] | None = None
         self._gone = False
+        self._writing = False
         self.refused: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name="listen-outbox")
+
+    @property
+    def writing(self) -> bool:
+        """Whether a message is being written now (for long: the client is not reading)."""
+        return self._writing
 
     @property
     def queued(self) -> int:
@@ -129,12 +135,15 @@ class Outbox:
                     await self._wake.wait()
                     continue
                 text = self._queue[0]
+                self._writing = True
                 try:
                     async with asyncio.timeout(self._timeout):
                         await self._write(text)
                 except TimeoutError:
                     self._refuse(f"the client is not reading: a message waited over {self._timeout:g} s")
                     break
+                finally:
+                    self._writing = False
                 if self._queue and self._queue[0] is text:  # not cleared by a refusal meanwhile
                     self._queue.popleft()
                     self._queued -= len(text)

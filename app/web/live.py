@@ -106,9 +106,9 @@ class _RedisPubSub(RedisChannelsPubSubBackend):
 def build_channels(settings: Settings) -> ChannelsPlugin:
     """The channels: in memory, or over Redis pub/sub when ``REDIS_URL`` is set."""
     if settings.redis_url:
-        from redis.asyncio import Redis
+        from app.backends.redis_kv import redis_client
 
-        backend: Any = _RedisPubSub(redis=Redis.from_url(settings.redis_url))
+        backend: Any = _RedisPubSub(redis=redis_client(settings.redis_url))
     else:
         backend = MemoryChannelsBackend()
     return ChannelsPlugin(

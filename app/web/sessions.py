@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import time
 from datetime import timedelta
 from typing import Any
@@ -25,13 +26,17 @@ import msgspec
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie, MutableScopeHeaders
 from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
+from litestar.status_codes import HTTP_507_INSUFFICIENT_STORAGE
 from litestar.stores.base import Store
 from litestar.types import Empty, Message, ScopeSession
 from litestar.utils.dataclass import extract_dataclass_items
 
+from app.core.errors import StorageFull
 from app.core.ports import KeyValue
 
 __all__ = ["KeyValueStore", "WebSessionBackend", "WebSessionConfig", "rotate_session"]
+
+log = logging.getLogger("omi_backend.web")
 
 _LOADED = "omi_web_session_loaded"
 _ROTATE = "omi_web_session_rotate"
@@ -146,6 +151,15 @@ class WebSessionBackend(ServerSideSessionBackend):
         return Cookie(value=value, key=self.config.key, **params).to_header(header="")
 
     async def store_in_message(
+        self, scope_session: ScopeSession, message: Message, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> None:
+        try:
+            await self._store_in_message(scope_session, message, connection)
+        except StorageFull as exc:  # the response is under way: only its status can say so
+            log.error("%s: the web session was not saved: %s", connection.url.path, exc)
+            message["status"] = HTTP_507_INSUFFICIENT_STORAGE  # type: ignore[typeddict-unknown-key]
+
+    async def _store_in_message(
         self, scope_session: ScopeSession, message: Message, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> None:
         store = self.config.get_store_from_app(connection.scope["app"])

@@ -38,6 +38,8 @@ from tests.wer import wer
 __all__ = [
     "BINARY",
     "CLOSE",
+    "PING",
+    "PONG",
     "TEXT",
     "GoodSession",
     "RawClient",
@@ -103,6 +105,12 @@ class Served:
             lists = db.execute("SELECT count(DISTINCT key) FROM lists WHERE key LIKE 'listen:journal:%'").fetchone()
         return int(opened), int(lists[0])
 
+    def journalled(self, uid: str) -> int:
+        """Results journalled for the open processing memories of ``uid``."""
+        with sqlite3.connect(f"file:{self.data_dir / 'kv.db'}?mode=ro", uri=True) as db:
+            pattern = f"listen:journal:{uid}:%"
+            return int(db.execute("SELECT count(*) FROM lists WHERE key LIKE ?", (pattern,)).fetchone()[0])
+
     async def memories(self, uid: str) -> list[dict[str, Any]]:
         async with httpx.AsyncClient() as client:
             response = await client.get(f"http://{self.address}/v1/memories", headers=self.auth(uid), timeout=30)
@@ -118,6 +126,13 @@ class Served:
             await asyncio.sleep(0.25)
         (memory,) = found
         return memory
+
+    async def logged(self, text: str, within: float = 60.0) -> None:
+        """Wait until a line of the log holds ``text``."""
+        deadline = time.monotonic() + within
+        while text not in self.log_text():
+            assert time.monotonic() < deadline, f"{text!r} not logged in {within} s"
+            await asyncio.sleep(0.1)
 
     async def ended(self, uid: str, count: int = 1, within: float = 60.0) -> list[str]:
         """How the sessions of ``uid`` ended, once ``count`` of them have."""

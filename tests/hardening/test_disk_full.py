@@ -32,6 +32,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from app.backends import diskspace
+from app.backends.sqlite_kv import SQLiteKeyValue
+from app.core.errors import StorageFull
 from tests.api.listen_support import clip, encode
 from tests.api.test_speech_profile import wav
 from tests.serverproc import make_token, server, tail, wait_healthy
@@ -50,8 +53,9 @@ MEMORY = {
 class Disk:
     """The data dir's disk: a 16 MiB tmpfs filled by a file, or (not root) a file-size limit."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, size: str = "16m") -> None:
         self.root = root
+        self.size = size
         self.filler = root / "filler"
         self.mounted = False
         self.pid: int | None = None
@@ -59,7 +63,7 @@ class Disk:
     @contextmanager
     def mount(self) -> Iterator[Disk]:
         self.root.mkdir()
-        command = ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(self.root)]
+        command = ["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(self.root)]
         done = subprocess.run(command, capture_output=True, check=False)
         self.mounted = done.returncode == 0
         try:
@@ -88,6 +92,21 @@ class Disk:
         finally:
             os.close(fd)
         assert shutil.disk_usage(self.root).free < 4096
+
+    def cap(self) -> None:
+        """Make the disk (nearly) full of what is written next: the tmpfs as mounted, or a
+        256 KiB file-size limit on this process."""
+        if not self.mounted:
+            resource.prlimit(os.getpid(), resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
+
+    def grow(self) -> None:
+        """Room again: the tmpfs remounted four times larger, or the limit lifted."""
+        if self.mounted:
+            options = f"remount,size={4 * int(self.size.rstrip('m'))}m"
+            subprocess.run(["mount", "-o", options, str(self.root)], check=True)
+        else:
+            unlimited = resource.RLIM_INFINITY
+            resource.prlimit(os.getpid(), resource.RLIMIT_FSIZE, (unlimited, unlimited))
 
     def free(self) -> None:
         if not self.mounted:
@@ -168,6 +187,9 @@ async def test_a_full_disk_is_refused_cleanly_and_then_works_without_a_restart(t
                 assert refused(await api.post("/v1/memories", json=MEMORY, headers=auth))
                 assert refused(await api.patch(f"/v1/memories/{first}", json={"title": "x"}, headers=auth))
                 assert refused(await post_form(web, f"/memories/{first}/edit", edit, htmx=True))
+                async with httpx.AsyncClient(base_url=base) as newcomer:  # a sign-in: its session
+                    signing_in = await sign_in(newcomer, token)  # cannot be kept
+                    assert signing_in.status_code == 507 and "set-cookie" not in signing_in.headers
                 files = {"file": ("profile.wav", wav(10), "audio/wav")}
                 assert refused(await api.post("/v3/upload-audio", files=files, headers=auth))
                 words, closed = await listen(address, auth)
@@ -188,6 +210,8 @@ async def test_a_full_disk_is_refused_cleanly_and_then_works_without_a_restart(t
                 patched = await api.patch(f"/v1/memories/{first}", json={"title": "Car"}, headers=auth)
                 assert patched.status_code == 200 and patched.json()["structured"]["title"] == "Car"
                 assert (await post_form(web, f"/memories/{first}/edit", edit, htmx=True)).status_code == 200
+                async with httpx.AsyncClient(base_url=base) as newcomer:
+                    assert (await sign_in(newcomer, token)).status_code == 303
                 assert (await api.post("/v3/upload-audio", files=files, headers=auth)).status_code == 200
                 assert (await api.get("/v3/speech-profile", headers=auth)).json() == {"has_profile": True}
                 search = {"query": "car insurance renewal", "limit": 10}
@@ -206,3 +230,41 @@ async def test_a_full_disk_is_refused_cleanly_and_then_works_without_a_restart(t
         assert stored == indexed == {m["id"] for m in kept}  # no memory half-made
         assert owed == []
         assert list((data_dir / "blobs").rglob("*.tmp")) == []
+
+
+async def test_sqlite_that_meets_the_full_disk_itself_refuses_cleanly_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the reserve, SQLite's own "database or disk is full" (or, under a file-size
+    limit, its write I/O error) is a StorageFull; the connection is left usable, earlier
+    writes stay readable, and writes work again once there is room."""
+    monkeypatch.setattr(diskspace, "RESERVE_BYTES", 0)
+    disk = Disk(tmp_path / "disk", size="1m")
+    with disk.mount():
+        kv = SQLiteKeyValue(disk.root / "kv.db")
+        value = "x" * 3000
+
+        async def fill() -> int:
+            for written in range(10_000):
+                try:
+                    await kv.set(f"k{written}", value)
+                except StorageFull:
+                    return written
+            raise AssertionError("the disk never filled")
+
+        try:
+            disk.cap()
+            try:
+                written = await fill()
+                assert written > 10
+                assert await kv.get("k0") == value  # reads go on
+                with pytest.raises(StorageFull):
+                    await kv.set("still", value)
+            finally:
+                disk.grow()
+            await kv.set("after", value)  # the same connection, without a restart
+            assert [await kv.get(f"k{i}") for i in range(written)] == [value] * written
+            assert await kv.get(f"k{written}") is None  # the refused write left nothing
+        finally:
+            await kv.close()
+        assert integrity(disk.root) == {"kv.db": "ok"}

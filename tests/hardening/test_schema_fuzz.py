@@ -14,17 +14,25 @@ OpenAPI form) and tested elsewhere.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import pytest
 import requests
 import schemathesis
-from litestar import Litestar
+from litestar import Litestar, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, NotFoundException, ValidationException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.config import OpenAPIConfig
+from litestar.params import FromPath, JSONBody, QueryParameter
 
+from app.api.openapi import COMPONENTS, USER_SECURITY
 from app.backends.file_blobs import FileBlobStore
 from app.backends.minilm_embedder import MiniLMEmbedder
 from app.backends.numpy_index import NumpyVectorIndex
@@ -50,9 +58,9 @@ from tests.hardening.schema_support import (
 )
 from tests.web.server import Served, serving
 
-EXAMPLES = 12
+EXAMPLES = 6
 """Requests per operation and generation mode with valid credentials (the runtime budget)."""
-REFUSED_EXAMPLES = 4
+REFUSED_EXAMPLES = 3
 """The same without: the credentials are checked before anything else, so fewer are enough."""
 OPEN_ROUTES = frozenset({"GET /health"})
 UPLOADS = frozenset({"POST /v3/upload-audio", "POST /v3/upload-bytes"})
@@ -87,12 +95,11 @@ class Fuzzed:
         catalogue: Catalogue = self.app.state.catalogue
         return self.served.run(state_of(self.services, catalogue, ("alice", "bob"), self.probe))
 
-    def fuzzer(self, examples: int) -> Fuzzer:
+    def fuzzer(self) -> Fuzzer:
         return Fuzzer(
             schema=self.schema,
             base_url=self.served.url,
             read_state=self.state,
-            examples=examples,
             open_routes=OPEN_ROUTES,
             pinned={
                 "path": {"memory_id": self.alice_memories},
@@ -248,12 +255,14 @@ def test_the_schema_holds_every_rest_route_and_nothing_else(fuzzed: Fuzzed) -> N
 
 
 def test_fuzz_with_valid_credentials(fuzzed: Fuzzed) -> None:
-    fuzzer = fuzzed.fuzzer(EXAMPLES)
-    fuzzer.run(fuzzed.alice)
+    fuzzer = fuzzed.fuzzer()
+    fuzzer.run(fuzzed.alice, EXAMPLES, coverage=True)
     assert not fuzzer.findings, _report(fuzzer)
     assert set(fuzzer.sent) == schema_operations(fuzzed.raw)
     succeeded = {label for label, codes in fuzzer.statuses.items() if any(200 <= c < 300 for c in codes)}
     assert succeeded == schema_operations(fuzzed.raw) - UPLOADS, fuzzer.statuses
+    refused = {label for label, codes in fuzzer.statuses.items() if any(400 <= c < 500 for c in codes)}
+    assert refused == schema_operations(fuzzed.raw, with_input=True), fuzzer.statuses
 
 
 @pytest.mark.parametrize("who", ["anonymous", "forged"])
@@ -266,10 +275,102 @@ def test_fuzz_without_valid_credentials(fuzzed: Fuzzed, who: str) -> None:
             "api_key": "omi_ik_forged000000000000000000000000001",
         },
     }[who]
-    fuzzer = fuzzed.fuzzer(REFUSED_EXAMPLES)
-    fuzzer.run(Credentials(who, headers, valid=False))
+    fuzzer = fuzzed.fuzzer()
+    fuzzer.run(Credentials(who, headers, valid=False), REFUSED_EXAMPLES)
     assert not fuzzer.findings, _report(fuzzer)
     assert set(fuzzer.sent) == schema_operations(fuzzed.raw)
     assert {label: codes for label, codes in fuzzer.statuses.items() if label not in OPEN_ROUTES} == {
         label: {401} for label in schema_operations(fuzzed.raw) - OPEN_ROUTES
     }
+
+
+def _alices(part: str) -> bool:
+    """Alice's data, which bob must never change (the plugins' ratings she sees are shared)."""
+    return "alice" in part and not part.startswith("plugins:")
+
+
+def test_fuzz_as_another_user(fuzzed: Fuzzed) -> None:
+    """Bob, with his own valid credentials, aims at alice's memories: he never reads or changes them."""
+    bob = dataclasses.replace(fuzzed.bob, untouchable=_alices, secrets=tuple(fuzzed.alice_memories))
+    fuzzer = fuzzed.fuzzer()
+    fuzzer.run(bob, REFUSED_EXAMPLES)
+    assert not fuzzer.findings, _report(fuzzer)
+    assert set(fuzzer.sent) == schema_operations(fuzzed.raw)
+    for label, codes in fuzzer.statuses.items():
+        if "{memory_id}" in label:
+            assert 404 in codes, (label, codes)  # alice's ids were sent, and not found for bob
+
+
+# --- the fuzzer itself: it finds faults planted in a small app ----------------------------------
+
+
+class Thing(msgspec.Struct):
+    name: Annotated[str, msgspec.Meta(max_length=20)]
+
+
+def _planted(kept: dict[str, str]) -> Litestar:
+    """An app with one fault of each kind the fuzzer must find."""
+
+    async def token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if connection.headers.get("authorization") != "Bearer good":
+            raise NotAuthorizedException("no")
+
+    guarded: dict[str, Any] = {
+        "guards": [token],
+        "security": USER_SECURITY,
+        "raises": [NotAuthorizedException],
+    }
+
+    @post("/v1/things", status_code=200, **guarded)
+    async def keep(data: JSONBody[Thing]) -> Thing:
+        kept[data.name] = data.name  # kept before the check: a refusal that changed state
+        if not data.name.isalnum():
+            raise ValidationException("names are letters and digits")
+        return data
+
+    @get("/v1/things/{name:str}", **guarded)
+    async def show(name: FromPath[str]) -> Thing:
+        if name not in kept:
+            raise NotFoundException("no such thing")  # a 404 the schema does not list
+        return Thing(name=name)
+
+    @get("/v1/count", **guarded)
+    async def count(n: Annotated[int, QueryParameter(ge=0, le=100)]) -> Thing:
+        if n > 50:
+            raise RuntimeError("planted crash")  # a 500
+        if n > 20:
+            return {"nom": "x"}  # type: ignore[return-value]  # a body the schema does not describe
+        return Thing(name=str(n))
+
+    @get("/v1/leaky", security=USER_SECURITY)  # declares credentials, checks none
+    async def leaky() -> Thing:
+        return Thing(name="open")
+
+    return Litestar(
+        [keep, show, count, leaky],
+        openapi_config=OpenAPIConfig(title="planted", version="1", path="/schema", components=COMPONENTS),
+        logging_config=None,
+    )
+
+
+def test_the_fuzzer_finds_planted_faults() -> None:
+    kept: dict[str, str] = {}
+    with serving(_planted(kept)) as served:
+        schema = schemathesis.openapi.from_url(
+            f"{served.url}/schema/openapi.json", config=schemathesis.Config()
+        )
+        fuzzer = Fuzzer(
+            schema=schema, base_url=served.url, read_state=lambda: dict(kept), open_routes=frozenset()
+        )
+        fuzzer.run(Credentials("good", {"Authorization": "Bearer good"}, valid=True), 10, coverage=True)
+        fuzzer.run(Credentials("nobody", {}, valid=False), 3)
+    found = {(f.operation, f.credentials, f.kind) for f in fuzzer.findings.values()}
+    assert {
+        ("POST /v1/things", "good", "refused, yet changed"),
+        ("GET /v1/things/{name}", "good", "ST103"),  # undocumented status code
+        ("GET /v1/count", "good", "ST101"),  # server error
+        ("GET /v1/count", "good", "ST108"),  # response violates the schema
+        ("GET /v1/leaky", "good", "ST401"),  # authentication not enforced
+        ("GET /v1/leaky", "nobody", "not refused"),
+    } <= found, found
+    assert set(fuzzer.sent) == schema_operations(schema.raw_schema)
