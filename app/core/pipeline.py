@@ -268,7 +268,7 @@ class MemoryPipeline:
             age = _age(stamp, now)
             if entry in self._active or age < min_age:
                 continue
-            uid, _, memory_id = entry.partition(":")
+            uid, _, memory_id = entry.rpartition(":")  # uids may hold ":", memory ids never
             memory = await self.services.store.get(uid, memory_id)
             done = memory is not None and (memory.deleted or memory.discarded)
             if done or (memory is None and age >= ORPHAN_SECONDS):
@@ -319,8 +319,8 @@ def _entry(uid: str, memory_id: str) -> str:
 
 
 def _uid(entry: str) -> str:
-    """The uid of a pending entry ``{uid}:{memory_id}``."""
-    return entry.partition(":")[0]
+    """The uid of a pending entry ``{uid}:{memory_id}`` (a uid may hold ":", a memory id never)."""
+    return entry.rpartition(":")[0]
 
 
 def _age(stamp: str, now: datetime) -> float:

@@ -76,8 +76,9 @@ async def test_a_store_outage_is_a_503_with_a_json_body(tmp_path: Path, embedder
         assert await base.store.list("alice", MemoryQuery()) == []
 
 
+@pytest.mark.parametrize("uid", ["alice", "org:alice"])  # a uid may hold ":" (tokens.valid_uid)
 async def test_a_failed_index_write_keeps_the_memory_and_is_repaired_on_the_next_start(
-    tmp_path: Path, embedder: MiniLMEmbedder
+    tmp_path: Path, embedder: MiniLMEmbedder, uid: str
 ) -> None:
     settings = Settings(data_dir=tmp_path)
     base = embedded_services(tmp_path, embedder)
@@ -93,7 +94,7 @@ async def test_a_failed_index_write_keeps_the_memory_and_is_repaired_on_the_next
     )
     search = {"query": "car insurance renewal"}
     async with AsyncTestClient(app=create_app(settings, services=services)) as client:
-        headers = {"Authorization": f"Bearer {await TokenService(services.kv).create('alice')}"}
+        headers = {"Authorization": f"Bearer {await TokenService(services.kv).create(uid)}"}
         created = await client.post("/v1/memories", json=MEMORY, headers=headers)
         assert created.status_code == 200
         memory_id = created.json()["memory"]["id"]

@@ -362,7 +362,7 @@ def test_the_fuzzer_finds_planted_faults() -> None:
         fuzzer = Fuzzer(
             schema=schema, base_url=served.url, read_state=lambda: dict(kept), open_routes=frozenset()
         )
-        fuzzer.run(Credentials("good", {"Authorization": "Bearer good"}, valid=True), 10, coverage=True)
+        fuzzer.run(Credentials("good", {"Authorization": "Bearer good"}, valid=True), 10)
         fuzzer.run(Credentials("nobody", {}, valid=False), 3)
     found = {(f.operation, f.credentials, f.kind) for f in fuzzer.findings.values()}
     assert {
