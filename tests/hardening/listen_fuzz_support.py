@@ -70,7 +70,9 @@ class Served:
 
     def path(self, codec: str = "pcm16", **extra: str) -> str:
         rate = "8000" if codec == "pcm8" else "16000"
-        query = "&".join(f"{k}={v}" for k, v in {"codec": codec, "sample_rate": rate, "language": "en", **extra}.items())
+        query = "&".join(
+            f"{k}={v}" for k, v in {"codec": codec, "sample_rate": rate, "language": "en", **extra}.items()
+        )
         return f"/listen?{query}"
 
     def url(self, codec: str = "pcm16", **extra: str) -> str:
@@ -102,7 +104,9 @@ class Served:
         """Open processing memories and journal lists in the key-value store."""
         with sqlite3.connect(f"file:{self.data_dir / 'kv.db'}?mode=ro", uri=True) as db:
             opened = db.execute("SELECT count(*) FROM hashes WHERE key = 'listen:open'").fetchone()[0]
-            lists = db.execute("SELECT count(DISTINCT key) FROM lists WHERE key LIKE 'listen:journal:%'").fetchone()
+            lists = db.execute(
+                "SELECT count(DISTINCT key) FROM lists WHERE key LIKE 'listen:journal:%'"
+            ).fetchone()
         return int(opened), int(lists[0])
 
     def journalled(self, uid: str) -> int:
@@ -113,7 +117,9 @@ class Served:
 
     async def memories(self, uid: str) -> list[dict[str, Any]]:
         async with httpx.AsyncClient() as client:
-            response = await client.get(f"http://{self.address}/v1/memories", headers=self.auth(uid), timeout=30)
+            response = await client.get(
+                f"http://{self.address}/v1/memories", headers=self.auth(uid), timeout=30
+            )
         assert response.status_code == 200, response.text
         found: list[dict[str, Any]] = response.json()
         return found
@@ -190,7 +196,9 @@ def handshake(address: str, path: str, headers: dict[str, str]) -> bytes:
 class RawClient:
     """One WebSocket connection on a bare socket: frames are written exactly as given."""
 
-    def __init__(self, sock: socket.socket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, sock: socket.socket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.sock = sock
         self.reader = reader
         self.writer = writer
