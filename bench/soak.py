@@ -7,7 +7,7 @@ One server process (bench/listen_server.py: the real app on the embedded default
   (a different 5-minute transcript each time) at ``--create-rate`` requests/s, open loop:
   requests leave on a fixed schedule whatever the answers, and a latency runs from the
   scheduled moment, so a slow server shows as latency (or as errors once
-  ``--max-in-flight`` seconds' worth of requests are waiting), never as a lower rate;
+  ``--backlog`` seconds' worth of requests are waiting for answers), never as a lower rate;
 - ``--whisper-sessions`` ``/listen`` sessions on the real engine (Whisper tiny.en) and
   ``--tick-sessions`` on the scripted engine of bench/listen_server.py (one segment per
   second of audio, no recognition), each streaming corpus clips (/work/shared/audio) as
@@ -384,7 +384,7 @@ async def drive(
     rec = Recorder(bucket_s=args.bucket)
     stop = asyncio.Event()
     url, ws_url = server.url, server.url.replace("http://", "ws://")
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     headers = {"Authorization": f"Bearer {tokens['reader']}"}
     async with (
         httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as reader,
@@ -414,15 +414,18 @@ async def drive(
             if response is not None and "id" not in response.json().get("memory", {}):
                 rec.error(CREATE, "no id in the answer", response.text[:200])
 
+        def backlog(rate: float) -> int:
+            return max(4, math.ceil(rate * float(args.backlog)))
+
         rec.start()
         sampling = asyncio.create_task(sampler(server, probe, rec, stop, args.sample_every))
         tasks: list[asyncio.Task[Any]] = [
             sampling,
-            asyncio.create_task(open_loop(args.list_rate, stop, get_list, rec, LIST, args.max_in_flight)),
             asyncio.create_task(
-                open_loop(
-                    args.create_rate, stop, post_create, rec, CREATE, max(4, int(args.create_rate * 10))
-                )
+                open_loop(args.list_rate, stop, get_list, rec, LIST, backlog(args.list_rate))
+            ),
+            asyncio.create_task(
+                open_loop(args.create_rate, stop, post_create, rec, CREATE, backlog(args.create_rate))
             ),
         ]
         for slot in range(args.tick_sessions):
@@ -459,7 +462,12 @@ def main() -> None:
     parser.add_argument("--create-rate", type=float, default=4.0, help="POST /v1/memories per second")
     parser.add_argument("--tick-sessions", type=int, default=100, help="concurrent scripted-STT sessions")
     parser.add_argument("--whisper-sessions", type=int, default=2, help="concurrent Whisper sessions")
-    parser.add_argument("--max-in-flight", type=int, default=1000, help="GETs waiting before one is an error")
+    parser.add_argument(
+        "--backlog",
+        type=float,
+        default=5.0,
+        help="seconds of requests waiting for answers before one is an error",
+    )
     parser.add_argument("--sample-every", type=float, default=5.0, help="seconds between server samples")
     parser.add_argument("--bucket", type=float, default=60.0, help="seconds per latency bucket")
     parser.add_argument("--json", type=Path, default=RESULTS / "soak.json", help="where the results go")

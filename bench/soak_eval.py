@@ -9,8 +9,9 @@ Pass criteria:
    sessions that the server closed or that ended with a close code other than 1000, segments
    that never came back, requests the client could not send because too many were waiting
    for an answer, errors in the server's log, a server that did not stop cleanly;
-2. RSS at the end <= 1.10 x RSS after warm-up: each is the mean of the samples in a window
-   (``window_s``) ending at the end of the warm-up and at the end of the run;
+2. RSS at the end <= 1.10 x RSS after warm-up: each is the median of the samples in a
+   window (``window_s``) ending at the end of the warm-up and at the end of the run (a
+   median, so that one transient peak, e.g. Whisper's buffers, does not decide);
 3. open file descriptors at the end <= 1.10 x those after warm-up + 20 (the same windows;
    the slack covers sockets that are between a close and a reconnect).
 """
@@ -97,9 +98,20 @@ class Recorder:
         }
 
 
-def _window_mean(samples: Sequence[Mapping[str, float]], key: str, start: float, end: float) -> float | None:
+def _window_median(
+    samples: Sequence[Mapping[str, float]], key: str, start: float, end: float
+) -> float | None:
     values = [s[key] for s in samples if start <= s["t"] <= end]
-    return statistics.fmean(values) if values else None
+    return statistics.median(values) if values else None
+
+
+def _slope_per_minute(samples: Sequence[Mapping[str, float]], key: str, since: float) -> float | None:
+    """Least-squares slope of ``key`` per minute over the samples from ``since`` on."""
+    points = [(s["t"] / 60, s[key]) for s in samples if s["t"] >= since]
+    if len(points) < 3:
+        return None
+    slope, _ = statistics.linear_regression([x for x, _ in points], [y for _, y in points])
+    return slope
 
 
 def evaluate(
@@ -133,10 +145,10 @@ def evaluate(
             }
         )
         return result | {"criteria": criteria, "pass": False}
-    rss_warm = _window_mean(samples, "rss_mb", warmup_s - window_s, warmup_s)
-    rss_end = _window_mean(samples, "rss_mb", end - window_s, end)
-    fds_warm = _window_mean(samples, "fds", warmup_s - window_s, warmup_s)
-    fds_end = _window_mean(samples, "fds", end - window_s, end)
+    rss_warm = _window_median(samples, "rss_mb", warmup_s - window_s, warmup_s)
+    rss_end = _window_median(samples, "rss_mb", end - window_s, end)
+    fds_warm = _window_median(samples, "fds", warmup_s - window_s, warmup_s)
+    fds_end = _window_median(samples, "fds", end - window_s, end)
     if rss_warm is None or rss_end is None or fds_warm is None or fds_end is None:
         criteria.append({"name": "samples in both windows", "value": 0, "limit": 1, "pass": False})
         return result | {"criteria": criteria, "pass": False}
@@ -161,10 +173,15 @@ def evaluate(
         "rss_end_mb": round(rss_end, 1),
         "rss_growth": round(growth, 4),
         "rss_peak_mb": round(max(s["rss_mb"] for s in samples), 1),
+        "rss_slope_mb_per_min_after_warmup": _round(_slope_per_minute(samples, "rss_mb", warmup_s)),
         "fds_after_warmup": round(fds_warm, 1),
         "fds_end": round(fds_end, 1),
     }
     return result | {"criteria": criteria, "pass": all(c["pass"] for c in criteria)}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def report_lines(evaluation: Mapping[str, Any]) -> list[str]:

@@ -23,6 +23,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ __all__ = [
     "GoodSession",
     "RawClient",
     "Served",
+    "memory_text",
     "opus_valid",
+    "until",
     "ws_frame",
 ]
 
@@ -154,6 +157,14 @@ class Served:
         while self.live_sessions() != 0 or self.open_journals() != (0, 0):
             assert time.monotonic() < deadline, (self.live_sessions(), self.open_journals())
             await asyncio.sleep(0.25)
+
+
+async def until(condition: Callable[[], bool], within: float) -> None:
+    """Wait until ``condition()`` holds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not so after {within} s"
+        await asyncio.sleep(0.1)
 
 
 def memory_text(memory: dict[str, Any]) -> str:

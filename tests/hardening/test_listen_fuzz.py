@@ -18,11 +18,9 @@ import struct
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from tests.api.listen_support import CORPUS, clip, encode
 from tests.hardening.listen_fuzz_support import (
@@ -37,6 +35,7 @@ from tests.hardening.listen_fuzz_support import (
     Served,
     memory_text,
     opus_valid,
+    until,
     ws_frame,
 )
 from tests.serverproc import make_token, server, wait_healthy
@@ -196,10 +195,8 @@ async def test_random_cut_and_mislabelled_audio_closes_1007_exactly_when_it_cann
 async def raw_close(served: Served, data: bytes, uid: str = "dave") -> tuple[int, str]:
     client = await RawClient.connect(served.address, served.path("pcm16"), served.auth(uid))
     try:
-        try:
+        with contextlib.suppress(ConnectionError):
             await client.send(data)
-        except ConnectionError:
-            pass
         return await client.close_frame()
     finally:
         client.close()
@@ -254,11 +251,10 @@ async def test_a_client_that_sends_nothing_is_closed_after_the_idle_limit(served
             packets, _ = encode(clip("short")[:16_000], "opus")
             for packet in packets[:frames]:
                 await ws.send(packet)
-            with pytest.raises(ConnectionClosed) as closed:
-                while True:
-                    await ws.recv()  # pings, then the close
-        assert closed.value.rcvd is not None
-        return closed.value.rcvd.code, closed.value.rcvd.reason
+            await ws.wait_closed()  # a few pings wait in its queue, then the close
+            rcvd = ws.protocol.close_rcvd
+            assert rcvd is not None
+            return rcvd.code, rcvd.reason
 
     async def stalled_mid_frame() -> tuple[int, str]:
         client = await RawClient.connect(served.address, served.path("pcm16"), served.auth("dave"))
@@ -270,7 +266,7 @@ async def test_a_client_that_sends_nothing_is_closed_after_the_idle_limit(served
 
     async with good_session(served, "good2"):
         closes = await asyncio.gather(silent_client(0), silent_client(10), stalled_mid_frame())
-    assert closes == [NO_AUDIO] * 3
+    assert list(closes) == [NO_AUDIO] * 3
     assert (await served.ended("dave", 3))[-3:] == [f"closed {NO_AUDIO[0]} ({NO_AUDIO[1]})"] * 3
 
 
@@ -299,9 +295,7 @@ async def test_a_client_that_does_not_read_is_given_up_and_its_words_still_becom
         try:
             for frame in speech + quiet:  # its words; from here on it never reads
                 await client.send(ws_frame(BINARY, frame))
-            async with asyncio.timeout(60):  # recognised and journalled (the engine is done)
-                while not served.journalled("carol"):
-                    await asyncio.sleep(0.1)
+            await until(lambda: served.journalled("carol") > 0, within=60)  # the engine is done with it
             before = served.memory_kib("VmRSS")
 
             flooding = asyncio.create_task(flood(client))
@@ -409,9 +403,13 @@ async def steady_fds(served: Served, at_most: int | None = None, within: float =
 async def test_thousands_of_connects_and_disconnects_leave_no_descriptor_memory_or_session_behind(
     served: Served,
 ) -> None:
-    # warm-up: a transcription (the engine's buffers), and every kind of connection
+    # Warm-up: a transcription (the engine's buffers) and 4000 connections of every kind. The
+    # resident size grows over the first few thousand (measured: +18, then +8.5, then under
+    # +1 MiB per 2000) as the allocators reach the high-water mark of 24 sessions at a time;
+    # after that, a leak of 2 KiB a connection would show as 4 MiB in 2000.
     async with good_session(served, "good4"):
-        await churn(served, 200)
+        await churn(served, 2000)
+        await churn(served, 2000)
     baseline_fds = await steady_fds(served)
     baseline_rss = served.memory_kib("VmRSS")
     async with good_session(served, "good5"):
@@ -427,7 +425,7 @@ async def test_thousands_of_connects_and_disconnects_leave_no_descriptor_memory_
         rss = served.memory_kib("VmRSS")
         print(f"fds {baseline_fds} -> {fds}; RSS {baseline_rss / 1024:.1f} -> {rss / 1024:.1f} MiB")
         assert fds == baseline_fds  # the stuck client's socket included: the server aborted it
-        assert rss - baseline_rss <= 16 * 1024  # 8 KiB a connection would be 16 MiB
+        assert rss - baseline_rss <= 4 * 1024
         assert served.live_sessions() == 0 and served.open_journals() == (0, 0)
         assert await served.ended("erin") == [
             f"closed 1008 (the client is not reading: a message waited over {IDLE_S} s)"

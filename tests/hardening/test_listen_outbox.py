@@ -15,6 +15,8 @@ from app.core.listen_outbox import NOT_READING, Outbox
 
 pytestmark = pytest.mark.anyio
 
+TOO_MUCH = (NOT_READING, "the client is not reading: over 1000 characters of messages waiting")
+
 
 class Socket:
     def __init__(self) -> None:
@@ -23,6 +25,7 @@ class Socket:
         self.reading = asyncio.Event()  # cleared: the client does not read, writes hang
         self.reading.set()
         self.gone = False
+        self.wrote = asyncio.Event()
 
     async def write(self, text: str) -> None:
         await self.reading.wait()
@@ -30,6 +33,7 @@ class Socket:
             raise ConnectionError("gone")
         await asyncio.sleep(0)
         self.written.append(text)
+        self.wrote.set()
 
     async def close(self, code: int, reason: str) -> None:
         await self.reading.wait()
@@ -70,9 +74,7 @@ async def test_a_message_the_client_does_not_take_in_time_gives_it_up() -> None:
     socket = Socket()
     box = outbox(socket, timeout=0.2, close_wait=5.0)
     await box.send_text("first")
-    async with asyncio.timeout(5):
-        while not socket.written:
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(socket.wrote.wait(), 5)
     socket.reading.clear()
     await box.send_text("stuck")
     code, reason = await asyncio.wait_for(box.refused, 10)
@@ -92,11 +94,11 @@ async def test_too_much_waiting_gives_the_client_up_at_once() -> None:
     await box.send_text("x" * 600)
     with pytest.raises(ConnectionError):
         await box.send_text("y" * 600)
-    assert box.refused.result() == (NOT_READING, "the client is not reading: over 1000 characters of messages waiting")
+    assert box.refused.result() == TOO_MUCH
     assert box.queued == 0  # what it would not read is let go
     socket.reading.set()
     await box.close(1000, "")
-    assert socket.closes == [(NOT_READING, "the client is not reading: over 1000 characters of messages waiting")]
+    assert socket.closes == [TOO_MUCH]
 
 
 async def test_close_is_bounded_when_the_close_frame_cannot_be_written() -> None:

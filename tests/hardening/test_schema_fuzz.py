@@ -40,7 +40,7 @@ from app.backends.sqlite_kv import SQLiteKeyValue
 from app.backends.sqlite_store import SQLiteMemoryStore
 from app.config import Settings
 from app.core.pipeline import MemoryPipeline
-from app.core.ports import SegmentsCallback, SpeechStream
+from app.core.ports import SegmentsCallback, SpeechStream, Vector
 from app.core.services import Services
 from app.core.structurer import RuleBasedLanguageModel
 from app.core.tokens import TokenService
@@ -89,7 +89,7 @@ class Fuzzed:
     alice: Credentials
     bob: Credentials
     alice_memories: list[str]
-    probe: list[float]
+    probe: Vector
 
     def state(self) -> dict[str, object]:
         catalogue: Catalogue = self.app.state.catalogue
@@ -231,7 +231,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
                 f"{served.url}/schema/openapi.json", config=schemathesis.Config()
             )
             probe = served.run(services.embedder.embed(["probe"]))[0]
-            yield Fuzzed(app, served, services, raw, schema, alice, bob, memories, list(probe))
+            yield Fuzzed(app, served, services, raw, schema, alice, bob, memories, probe)
     finally:
         static._server.stop()
 
