@@ -94,7 +94,7 @@ async def rtf_run(names: list[str], repeat: int) -> list[dict[str, Any]]:
             best = float("inf")
             words = 0
             for _ in range(repeat):
-                found = []
+                found: list[Any] = []
 
                 async def collect(segments: list[Any], found: list[Any] = found) -> None:
                     found.extend(segments)
@@ -228,7 +228,7 @@ async def sessions_step(url: str, tokens: list[str], names: list[str], tail_s: f
         one_session(ws_url, t, names[i % len(names)], rng.uniform(0, 1.0), tail_s, all_done, left)
         for i, t in enumerate(tokens)
     ]
-    return await asyncio.gather(*clients, return_exceptions=True)
+    return list(await asyncio.gather(*clients, return_exceptions=True))
 
 
 async def warm_up(url: str, token: str) -> None:

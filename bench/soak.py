@@ -24,15 +24,31 @@ session machinery (sockets, decoding, voice activity, journal, memories at disco
 which the scripted engine exercises at hundreds of sessions. The benchmark server routes
 each session by its language tag (``en``: Whisper; ``en-x-tick``: scripted).
 
-Default rates, and why they are the largest sustainable together on 2 cores. Each load
-alone saturates some part of the machine at a known point (docs/BENCHMARKS.md): GET about
-1,000 req/s, POST about 25 req/s (38 ms each), scripted sessions 400 (both cores, client
-included), Whisper 6 sessions on a core of its own. The three loads share the same two
-cores with the client, so each gets a fraction of its own limit and the fractions add up
-to about 0.7, leaving headroom for the memories made as sessions end and for the client:
-GET 100/s (0.10), POST 4/s (0.16), 100 scripted sessions (0.25), 2 Whisper sessions
-(0.17 of the machine: a third of one core). A run prints the server's CPU share; raise a
-rate only while the run still passes and the latency percentiles stay flat.
+Default rates, and why they are the largest sustainable together. Each load alone
+saturates the machine at a known point (docs/BENCHMARKS.md, quiet machine): GET about 1,000
+req/s (one server core, about 1 ms each), POST about 25 req/s (38 ms each), 400 scripted
+sessions (both cores, client included: about 0.5 % of a core each), Whisper 6 sessions on a
+core of its own (RTF 0.16, so about 20 % of a core each). Here all of them share one server
+process, one Python event loop and the same 2 cores with the client (httpx costs the client
+about 2-4 ms of CPU per 220 kB list), so each gets a share of the machine and the shares
+must add up to well under 2 cores, leaving room for the memories made as sessions end
+(about 6 a second at 100 scripted sessions) and for the sampling:
+
+=================  ==========================  =============================
+load               default                     CPU, quiet machine (estimate)
+=================  ==========================  =============================
+Whisper sessions   2 (1/3 of the 6 per core)   0.4 core
+scripted sessions  100 (1/4 of 400)            0.5 core (server + client)
+GET list           50/s (1/20 of 1,000)        0.15 core (server + client)
+POST create        2/s (1/12 of 25)            0.1 core
+=================  ==========================  =============================
+
+about 1.2 of the 2 cores (60 %). Measured with this script on the shared VM (one load at a
+time, 40 s, load average 3-7 from other jobs, so upper bounds), the server's CPU per unit
+was: GET 0.27 % of a core per req/s (client 0.37 %), POST 17 % per req/s, a scripted
+session 0.57 % (client 0.44 %), a Whisper session 35 %. ``--scale F`` multiplies all four
+loads: the largest sustainable combination on a given machine is the largest F whose run
+passes with flat latency percentiles (``--duration 120 --scale 1.5``, ``--scale 2``...).
 
 Every few seconds it samples the server's RSS, open file descriptors, threads, CPU share
 and event-loop lag, and at the end judges (bench/soak_eval.py): zero errors, RSS at the end
@@ -82,6 +98,7 @@ TICK_WAIT_S = 5.0  # the most a scripted session waits for its last segment
 WHISPER_TAIL_S = 15.0  # the most silence a Whisper session sends while waiting for its last words
 AUDIO = ROOT.parent / "shared" / "audio"
 LOG_ERROR = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback")
+LOG_WARNING = re.compile(r"\bWARNING\b")
 
 
 class Clip:
@@ -151,8 +168,9 @@ class Server:
             self.proc.wait()
             return None
 
-    def log_errors(self) -> list[str]:
-        return [line for line in self.log.read_text(errors="replace").splitlines() if LOG_ERROR.search(line)]
+    def log_lines(self, pattern: re.Pattern[str]) -> list[str]:
+        """The lines of the server's log that match ``pattern`` (LOG_ERROR, LOG_WARNING)."""
+        return [line for line in self.log.read_text(errors="replace").splitlines() if pattern.search(line)]
 
 
 def progress(text: str) -> None:
@@ -167,6 +185,8 @@ def proc_stats(pid: int) -> dict[str, float]:
             stats["rss_mb"] = int(line.split()[1]) / 1024
         elif line.startswith("Threads:"):
             stats["threads"] = int(line.split()[1])
+    if "rss_mb" not in stats:  # a zombie: the process has died and not been reaped yet
+        raise ProcessLookupError(f"process {pid} has exited")
     stats["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     stats["cpu_s"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -174,10 +194,14 @@ def proc_stats(pid: int) -> dict[str, float]:
 
 
 async def sampler(
-    server: Server, http: httpx.AsyncClient, rec: Recorder, stop: asyncio.Event, every: float
-) -> list[dict[str, float]]:
-    """A sample every ``every`` seconds until ``stop``: the server's resources and loop lag."""
-    samples: list[dict[str, float]] = []
+    server: Server,
+    http: httpx.AsyncClient,
+    rec: Recorder,
+    stop: asyncio.Event,
+    every: float,
+    samples: list[dict[str, float]],
+) -> None:
+    """Append a sample every ``every`` seconds until ``stop``: the server's resources, loop lag."""
     await http.get("/bench/lag", params={"reset": "true"})
     before = await asyncio.to_thread(proc_stats, server.proc.pid)
     client_before, wall_before = time.process_time(), time.perf_counter()
@@ -185,8 +209,12 @@ async def sampler(
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
         if stop.is_set():
-            return samples
-        stats = await asyncio.to_thread(proc_stats, server.proc.pid)
+            return
+        try:
+            stats = await asyncio.to_thread(proc_stats, server.proc.pid)
+        except OSError as exc:  # /proc/PID is gone: the server died
+            rec.error("server", "process gone", f"exit code {server.proc.poll()}: {exc}")
+            return
         client, wall = time.process_time(), time.perf_counter()
         sample = {
             "t": round(rec.elapsed(), 1),
@@ -384,7 +412,9 @@ async def drive(
     rec = Recorder(bucket_s=args.bucket)
     stop = asyncio.Event()
     url, ws_url = server.url, server.url.replace("http://", "ws://")
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive ends: a request sent on a
+    # connection the server is closing would fail, and count as an error of the server's.
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0)
     headers = {"Authorization": f"Bearer {tokens['reader']}"}
     async with (
         httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as reader,
@@ -418,7 +448,8 @@ async def drive(
             return max(4, math.ceil(rate * float(args.backlog)))
 
         rec.start()
-        sampling = asyncio.create_task(sampler(server, probe, rec, stop, args.sample_every))
+        samples: list[dict[str, float]] = []
+        sampling = asyncio.create_task(sampler(server, probe, rec, stop, args.sample_every, samples))
         tasks: list[asyncio.Task[Any]] = [
             sampling,
             asyncio.create_task(
@@ -448,7 +479,6 @@ async def drive(
         for task in finished:
             if task.exception() is not None:
                 rec.error("client", "a load task failed", repr(task.exception()))
-        samples = sampling.result() if sampling in finished and not sampling.exception() else []
     return {"recorder": rec, "samples": samples}
 
 
@@ -458,10 +488,11 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load")
     parser.add_argument("--warmup", type=float, default=120.0, help="seconds before the memory baseline")
-    parser.add_argument("--list-rate", type=float, default=100.0, help="GET /v1/memories?limit=20 per second")
-    parser.add_argument("--create-rate", type=float, default=4.0, help="POST /v1/memories per second")
+    parser.add_argument("--list-rate", type=float, default=50.0, help="GET /v1/memories?limit=20 per second")
+    parser.add_argument("--create-rate", type=float, default=2.0, help="POST /v1/memories per second")
     parser.add_argument("--tick-sessions", type=int, default=100, help="concurrent scripted-STT sessions")
     parser.add_argument("--whisper-sessions", type=int, default=2, help="concurrent Whisper sessions")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies the four loads above")
     parser.add_argument(
         "--backlog",
         type=float,
@@ -473,6 +504,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=RESULTS / "soak.json", help="where the results go")
     parser.add_argument("--log", type=Path, help="write the server's log here (default: a temporary file)")
     args = parser.parse_args()
+    args.list_rate *= args.scale
+    args.create_rate *= args.scale
+    args.tick_sessions = round(args.tick_sessions * args.scale)
+    args.whisper_sessions = round(args.whisper_sessions * args.scale)
     warmup = args.warmup if args.duration >= 3 * args.warmup else args.duration / 3
     window = min(30.0, warmup / 2, (args.duration - warmup) / 2)
     info = run_info()
@@ -498,7 +533,8 @@ def main() -> None:
             progress("stopping the server (it makes the memories of the last sessions)")
             exit_code = server.stop()
         rec: Recorder = outcome["recorder"]
-        log_errors = server.log_errors()
+        log_errors = server.log_lines(LOG_ERROR)
+        log_warnings = server.log_lines(LOG_WARNING)
         for line in log_errors:
             rec.error("server log", "error line", line)
         if exit_code not in (0, -signal.SIGTERM):  # uvicorn re-raises the SIGTERM it handled
@@ -516,6 +552,7 @@ def main() -> None:
             "create_rate": args.create_rate,
             "tick_sessions": args.tick_sessions,
             "whisper_sessions": args.whisper_sessions,
+            "scale": args.scale,
             "users_per_slot": pool,
             "sample_every_s": args.sample_every,
             "bucket_s": args.bucket,
@@ -527,7 +564,12 @@ def main() -> None:
         "samples": samples,
         "errors": dict(rec.errors),
         "error_examples": rec.examples,
-        "server": {"exit_code": exit_code, "log_errors": len(log_errors)},
+        "server": {
+            "exit_code": exit_code,
+            "log_errors": len(log_errors),
+            "log_warnings": len(log_warnings),  # not errors; the first few, to read
+            "log_warning_examples": log_warnings[:10],
+        },
         "evaluation": verdict,
     }
     write_results(args.json, result)

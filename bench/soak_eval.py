@@ -27,7 +27,7 @@ from typing import Any
 RSS_GROWTH_LIMIT = 0.10
 FD_GROWTH_LIMIT = 0.10
 FD_SLACK = 20
-EXAMPLES_KEPT = 30
+EXAMPLES_PER_KIND = 3  # the first few of each kind of error are kept, with when they happened
 
 
 def summary(samples_ms: Sequence[float]) -> dict[str, float]:
@@ -73,8 +73,9 @@ class Recorder:
         self.ok[route] += 1
 
     def error(self, route: str, kind: str, detail: str = "") -> None:
-        self.errors[f"{route}: {kind}"] += 1
-        if len(self.examples) < EXAMPLES_KEPT:
+        key = f"{route}: {kind}"
+        self.errors[key] += 1
+        if self.errors[key] <= EXAMPLES_PER_KIND:
             self.examples.append(f"{self.elapsed():.1f}s {route}: {kind} {detail[:300]}".rstrip())
 
     def by_bucket(self) -> list[dict[str, Any]]:

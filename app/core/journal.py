@@ -132,10 +132,10 @@ class ProcessingMemories:
         self.hold_seconds = hold_seconds
         self.end_hold_seconds = end_hold_seconds
 
-    async def held(self, what: str, write: Callable[[], Awaitable[_T]], *, end: bool = False) -> _T:
-        """``await write()``, again while ``BackendUnavailable``, for at most ``hold_seconds``
-        (``end_hold_seconds`` with ``end``)."""
-        return await held(what, write, self.end_hold_seconds if end else self.hold_seconds)
+    async def held(self, what: str, write: Callable[[], Awaitable[_T]], seconds: float | None = None) -> _T:
+        """``await write()``, again while ``BackendUnavailable``, for at most ``seconds``
+        (``hold_seconds`` when not given)."""
+        return await held(what, write, self.hold_seconds if seconds is None else seconds)
 
     async def open(self, journal: OpenJournal) -> None:
         """Record ``journal`` as open (it is finished on the next start if never closed)."""
@@ -157,26 +157,30 @@ class ProcessingMemories:
         batches = dict.fromkeys(await self.kv.items(key))  # no two final results are identical
         return [s for batch in batches for s in _SEGMENTS.decode(batch)]
 
-    async def close(self, journal: OpenJournal) -> None:
+    async def close(self, journal: OpenJournal, *, hold: bool = True) -> None:
+        """Forget the journal (its memory is made); ``hold``: through an outage, as :meth:`finish`."""
+
         async def close() -> None:
             await self.kv.hdel(OPEN_KEY, journal.processing_memory_id)
             await self.kv.delete(journal_key(journal.uid, journal.processing_memory_id))
 
-        await self.held(f"closing journal {journal.processing_memory_id}", close, end=True)
+        seconds = self.end_hold_seconds if hold else 0.0
+        await self.held(f"closing journal {journal.processing_memory_id}", close, seconds)
 
     async def finish(
-        self, journal: OpenJournal, segments: list[TranscriptSegment]
+        self, journal: OpenJournal, segments: list[TranscriptSegment], *, hold: bool = True
     ) -> tuple[Memory, list[Message]]:
         """The memory of ``segments`` (session-timeline times), created or updated; then close.
 
-        Making the memory is idempotent per processing memory, so it too is held through an
-        outage (of the KeyValue port, or of another backend it needs)."""
+        Making the memory is idempotent per processing memory, so with ``hold`` it is held
+        through an outage (of the KeyValue port, or of another backend it needs) for up to
+        ``end_hold_seconds``; without (the start-up recovery) the first failure is raised."""
         memory, messages = await self.held(
             f"making the memory of {journal.processing_memory_id}",
             lambda: self.materialise(journal, segments),
-            end=True,
+            self.end_hold_seconds if hold else 0.0,
         )
-        await self.close(journal)
+        await self.close(journal, hold=hold)
         return memory, messages
 
     async def materialise(
@@ -225,13 +229,13 @@ class ProcessingMemories:
             try:
                 segments = await self.segments(journal)
                 if segments:
-                    memory, _ = await self.finish(journal, segments)
+                    memory, _ = await self.finish(journal, segments, hold=False)
                     log.info(
                         "journal %s of %s finished as memory %s", processing_memory_id, journal.uid, memory.id
                     )
                     done += 1
                 else:
-                    await self.close(journal)
+                    await self.close(journal, hold=False)
             except Exception:
                 log.exception(
                     "journal %s could not be finished; left open for the next start", processing_memory_id
@@ -243,9 +247,8 @@ class ProcessingMemories:
         if ttl > 0:
             value = msgspec.json.encode(offer).decode()
             key = resume_key(offer.journal.uid)
-            await self.held(
-                f"offering {offer.memory_id} for resume", lambda: self.kv.set(key, value, ttl=ttl), end=True
-            )
+            what = f"offering {offer.memory_id} for resume"
+            await self.held(what, lambda: self.kv.set(key, value, ttl=ttl), self.end_hold_seconds)
 
     async def claim(self, uid: str) -> tuple[ResumeOffer, list[TranscriptSegment]] | None:
         """Take the user's resume offer, with the segments so far (session-timeline times).

@@ -25,6 +25,7 @@ import msgspec
 import pytest
 import requests
 import schemathesis
+from hypothesis.configuration import set_hypothesis_home_dir
 from litestar import Litestar, get, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, NotFoundException, ValidationException
@@ -170,6 +171,15 @@ def _create(served: Served, headers: dict[str, str], text: list[str]) -> str:
     assert response.status_code == 200, response.text
     memory_id: str = response.json()["memory"]["id"]
     return memory_id
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hypothesis_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Hypothesis keeps caches (constants, unicode tables) even without an example database:
+    in a temporary directory, not a ``.hypothesis`` in the repository."""
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
+    yield
+    set_hypothesis_home_dir(None)
 
 
 @pytest.fixture(scope="module")
