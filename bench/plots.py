@@ -173,6 +173,10 @@ def plot_search(search: dict[str, Any], out: Path) -> Path:
     return _save(figure, out)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.3g} minutes"
+
+
 def plot_soak(soak: dict[str, Any], out: Path) -> Path:
     """RSS, open fds and per-bucket latency over the soak."""
     figure = _figure(9, 9)
@@ -193,7 +197,7 @@ def plot_soak(soak: dict[str, Any], out: Path) -> Path:
     fds.set_ylabel("open file descriptors", color="tab:orange")
     handles, labels = top.get_legend_handles_labels()
     more, more_labels = fds.get_legend_handles_labels()
-    top.legend(handles + more, labels + more_labels, fontsize=8, loc="lower right")
+    top.legend(handles + more, labels + more_labels, fontsize=8, loc="best", framealpha=0.6)
     top.grid(True, alpha=0.3)
     buckets = soak["latency_ms_by_bucket"]
     width = config.get("bucket_s", 60) / 60
@@ -219,14 +223,14 @@ def plot_soak(soak: dict[str, Any], out: Path) -> Path:
         ax.axvspan(0, warmup, color="grey", alpha=0.15)
         if ax.has_data():
             ax.legend(fontsize=7, ncol=2)
-    bottom.set_xlabel(f"minutes of load (latency per {width:g}-minute bucket)")
+    bottom.set_xlabel(f"minutes of load (latency per {config.get('bucket_s', 60):g} s bucket)")
     load = (
         f"GET {config['list_rate']:g}/s, POST {config['create_rate']:g}/s, "
         f"{config['tick_sessions']} scripted + {config['whisper_sessions']} Whisper /listen sessions"
     )
     outcome = "PASS" if verdict.get("pass") else "FAIL"
     figure.suptitle(
-        f"Soak, {config['duration_s'] / 60:g} minutes: {load}: {outcome}\n{_subtitle(soak)}", fontsize=10
+        f"Soak, {_duration(config['duration_s'])}: {load}: {outcome}\n{_subtitle(soak)}", fontsize=10
     )
     return _save(figure, out)
 

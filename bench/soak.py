@@ -273,7 +273,10 @@ async def open_loop(
         pending.add(task)
         task.add_done_callback(pending.discard)
     if pending:
-        await asyncio.wait(pending, timeout=60)
+        _, late = await asyncio.wait(pending, timeout=60)
+        for task in late:
+            rec.error(route, "no answer within 60 s of the end of the load")
+            task.cancel()
 
 
 async def request(

@@ -279,8 +279,8 @@ def test_fuzz_with_valid_credentials(fuzzed: Fuzzed) -> None:
 def test_fuzz_without_valid_credentials(fuzzed: Fuzzed, who: str) -> None:
     headers = {
         "anonymous": {},
-        "forged": {
-            "Authorization": "Bearer omi_forged0000000000000000000000000000",
+        "forged": {  # the admin key's prefix before a uid that is not one, then an unknown token
+            "Authorization": "Bearer fuzz-admin-key-../alice",
             "api-key": "omi_ik_forged000000000000000000000000000",
             "api_key": "omi_ik_forged000000000000000000000000001",
         },
