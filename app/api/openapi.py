@@ -23,7 +23,6 @@ __all__ = [
     "BODY_ERRORS",
     "COMPONENTS",
     "INTEGRATION_SECURITY",
-    "KEY_ERRORS",
     "NOT_FOUND",
     "USER_ERRORS",
     "USER_SECURITY",
@@ -83,9 +82,8 @@ USER_ERRORS: list[type[HTTPException]] = [
     PermissionDeniedException,  # 403: a ``uid`` query parameter that is not the caller
     ServiceUnavailableException,  # 503: a backend stayed down (answered with Retry-After)
 ]
-"""What any route behind :func:`app.api.auth.require_user` can answer besides its own errors."""
-KEY_ERRORS = USER_ERRORS
-"""The same for the integration routes (integration key instead of a token)."""
+"""What any route behind credentials (:func:`app.api.auth.require_user`, or an integration
+key) can answer besides its own errors."""
 BODY_ERRORS: list[type[HTTPException]] = [BodyTooLarge]
 """What a route that reads a request body can answer besides validation errors."""
 WRITE_ERRORS: list[type[HTTPException]] = [DiskFull]

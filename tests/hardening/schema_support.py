@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from litestar import Litestar
 from litestar.routes import HTTPRoute, WebSocketRoute
+from requests.structures import CaseInsensitiveDict
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import Failure, FailureGroup
@@ -311,11 +312,12 @@ class Fuzzer:
         self, case: Case[Any], mode: GenerationMode, credentials: Credentials, session: requests.Session
     ) -> None:
         label = case.operation.label
-        # the generated credentials make way for the real ones
-        for header in [h for h in case.headers if h.lower() in ("authorization", "api-key", "api_key")]:
-            del case.headers[header]
-        for name, value in credentials.headers.items():
-            case.headers[name] = value
+        # The generated credentials make way for the real ones. Assigned, not edited in place, so
+        # that schemathesis re-reads the case: a case generated "without Authorization" gets it.
+        kept = {
+            k: v for k, v in case.headers.items() if k.lower() not in ("authorization", "api-key", "api_key")
+        }
+        case.headers = CaseInsensitiveDict({**kept, **credentials.headers})
         before = self._known if self._known is not None else self.read_state()
         self._known = None
         try:

@@ -32,6 +32,7 @@ from litestar.exceptions import NotAuthorizedException, NotFoundException, Valid
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.config import OpenAPIConfig
 from litestar.params import FromPath, JSONBody, QueryParameter
+from schemathesis.schemas import BaseSchema
 
 from app.api.openapi import COMPONENTS, USER_SECURITY
 from app.backends.file_blobs import FileBlobStore
@@ -86,7 +87,8 @@ class Fuzzed:
     served: Served
     services: Services
     raw: dict[str, Any]
-    schema: Any
+    schema: BaseSchema
+    static: StaticServer
     alice: Credentials
     bob: Credentials
     alice_memories: list[str]
@@ -241,7 +243,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
                 f"{served.url}/schema/openapi.json", config=schemathesis.Config()
             )
             probe = served.run(services.embedder.embed(["probe"]))[0]
-            yield Fuzzed(app, served, services, raw, schema, alice, bob, memories, probe)
+            yield Fuzzed(app, served, services, raw, schema, static, alice, bob, memories, probe)
     finally:
         static._server.stop()
 
@@ -264,6 +266,15 @@ def test_the_schema_holds_every_rest_route_and_nothing_else(fuzzed: Fuzzed) -> N
     assert "security" not in fuzzed.raw["paths"]["/health"]["get"]
 
 
+def test_the_schema_is_the_same_every_time(fuzzed: Fuzzed) -> None:
+    """No random examples in it: Litestar's generated ones (``ResponseSpec`` defaults to
+    ``generate_examples=True``) once made ``/schema/openapi.json`` answer 500 at random, when
+    an invented Memory broke its own invariants."""
+    for _ in range(5):
+        app = create_app(fuzzed.app.state.settings, services=fuzzed.services)  # never started
+        assert app.openapi_schema.to_schema() == fuzzed.raw
+
+
 def test_fuzz_with_valid_credentials(fuzzed: Fuzzed) -> None:
     fuzzer = fuzzed.fuzzer()
     fuzzer.run(fuzzed.alice, EXAMPLES, coverage=True)
@@ -273,6 +284,7 @@ def test_fuzz_with_valid_credentials(fuzzed: Fuzzed) -> None:
     assert succeeded == schema_operations(fuzzed.raw) - UPLOADS, fuzzer.statuses
     refused = {label for label, codes in fuzzer.statuses.items() if any(400 <= c < 500 for c in codes)}
     assert refused == schema_operations(fuzzed.raw, with_input=True), fuzzer.statuses
+    assert {"uid": ["alice"]} in fuzzed.static.queries("/setup")  # enabling went through the setup check
 
 
 @pytest.mark.parametrize("who", ["anonymous", "forged"])
