@@ -174,6 +174,8 @@ class FakePluginServer:
         chunks = []
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the sender died mid-body (a SIGKILL): no request ever reached the receiver
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
