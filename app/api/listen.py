@@ -15,7 +15,7 @@ the client can read it (a refusal before the handshake reaches a client only as 
 1008  no, or bad, credentials; a ``uid`` that is not the caller's; a query parameter that
       does not parse (``sample_rate=abc``, ``new_memory_watch=maybe``); no frame for
       ``OMI_LISTEN_IDLE_SECONDS``; a client that does not read what the server sends (a
-      message not taken within ``OMI_LISTEN_IDLE_SECONDS``, or 1 MiB waiting:
+      message not taken within ``OMI_LISTEN_IDLE_SECONDS``, or about 1 MiB waiting:
       :mod:`app.core.listen_outbox`)
 1009  a frame over 64 KiB (the server's own WebSocket limit, ``ws_max_size``, is 1 MiB)
 1011  the speech-to-text engine failed or cannot be reached; a backend the session needs (the

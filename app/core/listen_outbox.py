@@ -6,12 +6,13 @@ both (and, with them, the recognition of everything it says next). :class:`Outbo
 each message at once and writes them in order from a task of its own.
 
 What a client leaves unread is bounded twice: a message the socket does not take within
-``timeout`` seconds (``OMI_LISTEN_IDLE_SECONDS``), or more than ``limit`` bytes waiting, and
-the outbox gives the client up: it sets :attr:`Outbox.refused` (the caller then ends the
-session, whose journal keeps every segment for its memory) and closes the socket with
-:data:`NOT_READING` and the reason. Nothing is dropped while the client keeps reading: a
-message is taken off the queue only once the socket has taken it, and a close requested with
-:meth:`Outbox.close` (a refused frame, an idle client) comes after the messages queued before it.
+``timeout`` seconds (``OMI_LISTEN_IDLE_SECONDS``), or more than ``limit`` characters waiting
+(a million by default: about 1 MiB of JSON). Either way the outbox gives the client up: it
+sets :attr:`Outbox.refused` (the caller then ends the session, whose journal keeps every
+segment for its memory) and closes the socket with :data:`NOT_READING` and the reason.
+Nothing is dropped while the client keeps reading: a message leaves the queue only once the
+socket has taken it, and a close requested with :meth:`Outbox.close` (a refused frame, an idle
+client) comes after the messages queued before it.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-__all__ = ["CLOSE_WAIT_S", "MAX_QUEUED_BYTES", "NOT_READING", "Outbox"]
+__all__ = ["CLOSE_WAIT_S", "MAX_QUEUED_CHARS", "NOT_READING", "Outbox"]
 
 log = logging.getLogger("omi_backend.listen")
 
 NOT_READING: Final = 1008
-MAX_QUEUED_BYTES: Final = 1 << 20  # a session's messages are segments and events, a few KiB a minute
+MAX_QUEUED_CHARS: Final = 1 << 20  # a session's messages are segments and events, a few KiB a minute
 CLOSE_WAIT_S: Final = 10.0  # the least a close frame is given (uvicorn's closing-handshake timeout)
 
 Write = Callable[[str], Awaitable[None]]
@@ -52,7 +53,7 @@ class Outbox:
         close: Close,
         *,
         timeout: float,
-        limit: int = MAX_QUEUED_BYTES,
+        limit: int = MAX_QUEUED_CHARS,
         close_wait: float = CLOSE_WAIT_S,
     ) -> None:
         self._write = write

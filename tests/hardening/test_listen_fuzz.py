@@ -3,10 +3,26 @@
 One ``omi-backend serve`` (embedded Whisper) serves the module with ``OMI_LISTEN_IDLE_SECONDS``
 at 4 s and pings every second. In every test a well-behaved client (another thread, its own
 event loop) streams the first sentence of a corpus clip and then silence at real-time pace;
-at the end it must have its words, a normal close and its memory, as if nothing had happened.
-Every bad client must get a close frame with a code and a non-empty reason (the reason text is
-asserted wherever the server writes it; frames refused by uvicorn's WebSocket layer carry that
-layer's own wording).
+at the end it must have its words (WER <= 0.25), a normal close and its memory (WER <= 0.25),
+as if nothing had happened. Every bad client must get a close frame with a code and a
+non-empty reason: the reason is asserted word for word wherever the server writes it, and
+only its presence for what uvicorn's WebSocket layer (the ``websockets`` parser) refuses.
+
+- Random, cut and mislabelled audio in each codec closes 1007 exactly when it cannot decode:
+  PCM at its first odd-length frame, Opus at its first packet that breaks RFC 6716 section
+  3.4 (an oracle written from the RFC); everything else is taken as audio (a text frame sent
+  last then closes 1003, which proves every frame before it was accepted).
+- Text frames, frames of 64 KiB to 1 MB, 2 MiB, a 2^62-byte header, oversized fragments,
+  invalid UTF-8 and RFC 6455 violations close with 1003/1009/1007/1002 and a reason; 12
+  clients sending 8 MB each at once raise the server's memory by a bounded amount.
+- A client that sends nothing (or stops in the middle of a frame) is closed 1008 after 4 s.
+- A client that never reads (and floods pings, so that the server's buffers fill in seconds)
+  is not read from either, is given up 1008 after 4 s, finds the close (with the reason)
+  after everything else when it reads at last, and its words still become its memory.
+- 2000 connections of eight kinds (resets mid-handshake, mid-frame and after the handshake,
+  bad and missing credentials, clean closes, refused frames), beside a client that never
+  reads nor hangs up, leave the server's descriptors and resident memory at their baseline,
+  no live session and no open journal.
 """
 
 from __future__ import annotations
@@ -415,8 +431,9 @@ async def test_thousands_of_connects_and_disconnects_leave_no_descriptor_memory_
 ) -> None:
     # Warm-up: a transcription (the engine's buffers) and 4000 connections of every kind. The
     # resident size grows over the first few thousand (measured: +18, then +8.5, then under
-    # +1 MiB per 2000) as the allocators reach the high-water mark of 24 sessions at a time;
-    # after that, a leak of 2 KiB a connection would show as 4 MiB in 2000.
+    # +1 MiB per 2000) as the allocators reach the high-water mark of 24 sessions at a time.
+    # After that the tolerance is 8 MiB: 4 KiB a connection, far less than a session's decoder,
+    # engine stream and tasks, so that a leaked session (or socket buffer) fails the test.
     async with good_session(served, "good4"):
         await churn(served, 2000)
         await churn(served, 2000)
@@ -435,7 +452,7 @@ async def test_thousands_of_connects_and_disconnects_leave_no_descriptor_memory_
         rss = served.memory_kib("VmRSS")
         print(f"fds {baseline_fds} -> {fds}; RSS {baseline_rss / 1024:.1f} -> {rss / 1024:.1f} MiB")
         assert fds == baseline_fds  # the stuck client's socket included: the server aborted it
-        assert rss - baseline_rss <= 4 * 1024
+        assert rss - baseline_rss <= 8 * 1024
         assert served.live_sessions() == 0 and served.open_journals() == (0, 0)
         assert await served.ended("erin") == [
             f"closed 1008 (the client is not reading: a message waited over {IDLE_S} s)"
