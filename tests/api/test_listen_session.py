@@ -1,8 +1,8 @@
 """Live sessions driven directly, with a scripted engine whose words and times are exact.
 
-:class:`LevelEngine` hears 0.5 s chunks of constant level ``256 * k`` as the word ``w<k>``
-spoken over that half second (``w50`` and up by ``SPEAKER_1``, a diarising engine like
-Deepgram); a silent chunk or the end of the stream ends a final result.
+:class:`~tests.fakes.level_engine.LevelEngine` hears 0.5 s chunks of constant level ``256 * k``
+as the word ``w<k>`` spoken over that half second (``w50`` and up by ``SPEAKER_1``, a diarising
+engine like Deepgram); a silent chunk or the end of the stream ends a final result.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 import pytest
 
 from app.backends.minilm_embedder import MiniLMEmbedder
@@ -22,67 +21,14 @@ from app.core.listen import ListenConfig, ListenParams, ListenSession
 from app.core.listen_manager import ListenManager
 from app.core.models import Memory, Message, PluginResult, TranscriptSegment
 from app.core.pipeline import MemoryPipeline
-from app.core.ports import MemoryQuery, SegmentsCallback
+from app.core.ports import MemoryQuery
 from app.core.services import Services
 from app.core.speech_profile import save_profile
 from tests.api.conftest import embedded_services
+from tests.fakes.level_engine import RATE, LevelEngine
+from tests.fakes.level_engine import tone as audio
 
 pytestmark = pytest.mark.anyio
-
-RATE = 16_000
-
-
-class LevelStream:
-    def __init__(self, on_segments: SegmentsCallback) -> None:
-        self.on_segments = on_segments
-        self.buffer = bytearray()
-        self.index = 0
-        self.pending: list[TranscriptSegment] = []
-
-    async def send(self, pcm: bytes) -> None:
-        self.buffer += pcm
-        while len(self.buffer) >= RATE:  # 0.5 s of 16-bit samples
-            chunk, self.buffer = bytes(self.buffer[:RATE]), self.buffer[RATE:]
-            level = round(float(np.abs(np.frombuffer(chunk, dtype="<i2").astype(np.float64)).mean()) / 256)
-            start = self.index * 0.5
-            self.index += 1
-            if level:
-                speaker = f"SPEAKER_{int(level >= 50)}"
-                self.pending.append(
-                    TranscriptSegment(text=f"w{level}", speaker=speaker, start=start, end=start + 0.5)
-                )
-            elif self.pending:
-                await self.flush()
-
-    async def flush(self) -> None:
-        segments, self.pending = self.pending, []
-        if segments:
-            await self.on_segments(segments)
-
-    async def finish(self) -> None:
-        await self.flush()
-
-    async def close(self) -> None:
-        self.pending = []
-
-
-class LevelEngine:
-    def __init__(self) -> None:
-        self.streams: list[LevelStream] = []
-
-    async def open(self, *, language: str, sample_rate: int, on_segments: SegmentsCallback) -> LevelStream:
-        assert sample_rate == RATE
-        stream = LevelStream(on_segments)
-        self.streams.append(stream)
-        return stream
-
-    async def close(self) -> None:
-        pass
-
-
-def audio(*levels: int) -> bytes:
-    """0.5 s of constant audio per level (0 is silence)."""
-    return b"".join(np.full(RATE // 2, level * 256, dtype="<i2").tobytes() for level in levels)
 
 
 async def feed(session: ListenSession, pcm: bytes) -> None:
@@ -136,7 +82,7 @@ _MANAGERS: list[ListenManager] = []
 
 @pytest.fixture
 async def services(tmp_path: Path, embedder: MiniLMEmbedder) -> AsyncIterator[Services]:
-    services = embedded_services(tmp_path, embedder, LevelEngine())
+    services = embedded_services(tmp_path, embedder, LevelEngine(two_speakers=True, sample_rate=RATE))
     yield services
     while _MANAGERS:
         await _MANAGERS.pop().close()

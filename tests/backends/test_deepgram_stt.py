@@ -1,8 +1,10 @@
 """The Deepgram live adapter, driven through the real SDK against the fake Deepgram server.
 
-The fake recognises audio with :class:`TickEngine`, a deterministic recogniser: every 0.5 s of
-audio at the constant level ``256 * k`` reads as the word ``w<k>`` spoken over exactly that
-half second, so the words and times each test expects are known to the millisecond.
+The fake recognises audio with :class:`~tests.fakes.level_engine.LevelEngine`, a deterministic
+recogniser: every 0.5 s of audio at the constant level ``256 * k`` reads as the word ``w<k>``
+spoken over exactly that half second (``w50`` and up by ``SPEAKER_1``), a silent chunk or three
+pending words ending a result, so the words and times each test expects are known to the
+millisecond.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Any
 
 import anyio
 import httpx
-import numpy as np
 import pytest
 from deepgram import AsyncDeepgramClient
 from deepgram.listen.v1.types import ListenV1Results, ListenV1ResultsChannelAlternativesItemWordsItem
@@ -25,65 +26,13 @@ from websockets.exceptions import ConnectionClosedError
 from app.backends.deepgram_stt import DeepgramSpeechToText, DeepgramStream, words_to_segments
 from app.core.errors import BackendUnavailable
 from app.core.models import TranscriptSegment
-from app.core.ports import SegmentsCallback, SpeechToText
+from app.core.ports import SpeechToText
 from tests.fakes.deepgram_server import FakeDeepgram
+from tests.fakes.level_engine import RATE, LevelEngine
+from tests.fakes.level_engine import tone as clip
 from tests.wer import wer
 
-RATE = 16_000
 pytestmark = pytest.mark.anyio
-
-
-class TickStream:
-    """Words from 0.5 s chunks; a silent chunk or ``batch`` pending words end a result."""
-
-    def __init__(self, sample_rate: int, on_segments: SegmentsCallback, batch: int) -> None:
-        self.chunk = sample_rate  # 0.5 s of 16-bit samples
-        self.on_segments = on_segments
-        self.batch = batch
-        self.buffer = bytearray()
-        self.index = 0
-        self.pending: list[TranscriptSegment] = []
-
-    async def send(self, pcm: bytes) -> None:
-        self.buffer += pcm
-        while len(self.buffer) >= self.chunk:
-            chunk, self.buffer = bytes(self.buffer[: self.chunk]), self.buffer[self.chunk :]
-            level = round(float(np.abs(np.frombuffer(chunk, dtype="<i2").astype(np.float64)).mean()) / 256)
-            start = self.index * 0.5
-            self.index += 1
-            if level:
-                speaker = f"SPEAKER_{int(level >= 50)}"
-                self.pending.append(
-                    TranscriptSegment(text=f"w{level}", speaker=speaker, start=start, end=start + 0.5)
-                )
-            if self.pending and (not level or len(self.pending) >= self.batch):
-                await self._flush()
-
-    async def _flush(self) -> None:
-        segments, self.pending = self.pending, []
-        if segments:
-            await self.on_segments(segments)
-
-    async def finish(self) -> None:
-        await self._flush()
-
-    async def close(self) -> None:
-        self.pending = []
-
-
-class TickEngine:
-    """One word per 0.5 s of non-silent audio (``w50`` and up are spoken by ``SPEAKER_1``)."""
-
-    async def open(self, *, language: str, sample_rate: int, on_segments: SegmentsCallback) -> TickStream:
-        return TickStream(sample_rate, on_segments, batch=3)
-
-    async def close(self) -> None:
-        pass
-
-
-def clip(*levels: int) -> bytes:
-    """0.5 s of constant audio per level (0 is silence)."""
-    return b"".join(np.full(RATE // 2, level * 256, dtype="<i2").tobytes() for level in levels)
 
 
 class Collector:
@@ -121,7 +70,7 @@ def assert_exact(collector: Collector, levels: tuple[int, ...]) -> None:
 
 @pytest.fixture
 async def server() -> AsyncIterator[FakeDeepgram]:
-    async with FakeDeepgram(TickEngine()) as fake:
+    async with FakeDeepgram(LevelEngine(batch=3, two_speakers=True)) as fake:
         yield fake
 
 

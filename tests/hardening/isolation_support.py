@@ -7,8 +7,6 @@
 - :func:`websocket_close`: a ``/listen`` attempt straight through the app's ASGI callable (in
   the test's loop, like ``tests/inloop.py``), answered with its close code and reason.
 - :class:`Events`: the server-sent events of a streaming httpx response.
-- :class:`LevelEngine`: a scripted recogniser for the fake Deepgram server: each half second
-  of audio at the constant level ``256 * k`` reads as the word ``w<k>``.
 """
 
 from __future__ import annotations
@@ -26,19 +24,14 @@ import httpx
 import numpy as np
 import pytest
 
-from app.core.models import TranscriptSegment
-from app.core.ports import SegmentsCallback
-
 __all__ = [
     "RATE",
     "Events",
     "Exchange",
-    "LevelEngine",
     "Recorder",
     "every_log",
     "found",
     "log_text",
-    "tone",
     "wav",
     "websocket_close",
 ]
@@ -180,11 +173,6 @@ class Events:
         raise AssertionError("the event stream ended")
 
 
-def tone(*levels: int) -> bytes:
-    """Half a second of 16 kHz PCM at the constant level ``256 * k`` for each ``k``."""
-    return b"".join(np.full(RATE // 2, level * 256, dtype="<i2").tobytes() for level in levels)
-
-
 def wav(seconds: float) -> bytes:
     """A 16 kHz mono 16-bit WAV of a quiet hum (a speech profile's shape)."""
     frames = int(seconds * RATE)
@@ -195,45 +183,3 @@ def wav(seconds: float) -> bytes:
         handle.setframerate(RATE)
         handle.writeframes(np.resize(np.array([800, -800], dtype="<i2"), frames).tobytes())
     return out.getvalue()
-
-
-class LevelStream:
-    """Words from half-second chunks; a silent chunk ends a result."""
-
-    def __init__(self, sample_rate: int, on_segments: SegmentsCallback) -> None:
-        self.chunk = sample_rate  # half a second of 16-bit samples, in bytes
-        self.on_segments = on_segments
-        self.buffer = bytearray()
-        self.index = 0
-        self.pending: list[TranscriptSegment] = []
-
-    async def send(self, pcm: bytes) -> None:
-        self.buffer += pcm
-        while len(self.buffer) >= self.chunk:
-            chunk, self.buffer = bytes(self.buffer[: self.chunk]), self.buffer[self.chunk :]
-            level = round(float(np.abs(np.frombuffer(chunk, dtype="<i2").astype(np.float64)).mean()) / 256)
-            start = self.index * 0.5
-            self.index += 1
-            if level:
-                word = TranscriptSegment(text=f"w{level}", speaker="SPEAKER_0", start=start, end=start + 0.5)
-                self.pending.append(word)
-            elif self.pending:
-                await self.finish()
-
-    async def finish(self) -> None:
-        segments, self.pending = self.pending, []
-        if segments:
-            await self.on_segments(segments)
-
-    async def close(self) -> None:
-        self.pending = []
-
-
-class LevelEngine:
-    """The recogniser the fake Deepgram server runs: one :class:`LevelStream` per connection."""
-
-    async def open(self, *, language: str, sample_rate: int, on_segments: SegmentsCallback) -> LevelStream:
-        return LevelStream(sample_rate, on_segments)
-
-    async def close(self) -> None:
-        pass

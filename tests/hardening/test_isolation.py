@@ -71,6 +71,7 @@ from builtin_plugins.omi_webhooks.state import (
 )
 from integrations.common import integration_keys
 from tests.fakes.deepgram_server import FakeDeepgram
+from tests.fakes.level_engine import LevelEngine, tone
 from tests.fakes.plugin_server import FakePluginServer
 from tests.hardening.isolation_routes import (
     ANONYMOUS,
@@ -88,12 +89,10 @@ from tests.hardening.isolation_routes import (
 from tests.hardening.isolation_support import (
     Events,
     Exchange,
-    LevelEngine,
     Recorder,
     every_log,
     found,
     log_text,
-    tone,
     wav,
     websocket_close,
 )

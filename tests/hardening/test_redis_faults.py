@@ -59,8 +59,9 @@ from app.web.live import LiveFeed, LiveUpdate, build_channels
 from builtin_plugins.omi_webhooks import QUEUE_KEY
 from tests.api.conftest import WHISPER, Backends
 from tests.api.listen_support import clip, encode, silence
-from tests.api.test_listen_session import LevelEngine, audio
 from tests.api.test_webhooks import Clock, running
+from tests.fakes.level_engine import RATE, LevelEngine
+from tests.fakes.level_engine import tone as audio
 from tests.fakes.plugin_server import FakePluginServer
 from tests.hardening.redisproc import PrivateRedis, private_redis
 from tests.serverproc import free_port, server, tail, wait_healthy
@@ -372,7 +373,9 @@ async def test_live_sessions_lose_nothing_when_redis_restarts_mid_stream(
 def held_app(tmp_path: Path, redis_server: PrivateRedis, embedder: MiniLMEmbedder) -> Litestar:
     """An app on Redis whose live sessions hold a result for 1 s, with the scripted engine."""
     settings = Settings(data_dir=tmp_path / "data", redis_url=redis_server.url)
-    services = redis_services(settings.data_dir, redis_server.url, embedder, LevelEngine())
+    services = redis_services(
+        settings.data_dir, redis_server.url, embedder, LevelEngine(two_speakers=True, sample_rate=RATE)
+    )
     app = create_app(settings, services=services)
     app.state.listen.journals.hold_seconds = 1.0
     return app
