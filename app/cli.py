@@ -103,26 +103,15 @@ async def _secrets(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import logging.config
-
-    import uvicorn
-
-    from app.api.websocket_protocol import WebSocketProtocol
-    from app.logsafe import logging_config
     from app.main import create_app
+    from app.serving import configure_logging, serve_app
 
-    # Every handler redacts credentials (uvicorn logs query strings, websockets headers);
-    # configured before the app is built so that its start-up messages go through it too.
-    logging.config.dictConfig(logging_config(settings.log_level))
-    uvicorn.run(
+    configure_logging(settings.log_level)
+    serve_app(
         create_app(settings),
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=settings.log_level,
-        log_config=logging_config(settings.log_level),
-        ws=WebSocketProtocol,  # uvicorn's, with backpressure on pings and bounded closes
-        ws_max_size=1024 * 1024,
-        timeout_graceful_shutdown=10,  # open /live event streams would otherwise hold a stop
     )
     return 0
 

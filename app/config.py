@@ -64,6 +64,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     memory_silence_seconds: PositiveSeconds = 120.0
     listen_ping_seconds: PositiveSeconds = 30.0
     listen_idle_seconds: PositiveSeconds = 120.0
+    http_header_timeout: PositiveSeconds = 10.0
+    http_stall_timeout: PositiveSeconds = 30.0
     redis_prefix: str = ""
     firestore_project: str | None = None
     firestore_database: str = "(default)"
@@ -155,6 +157,8 @@ _ENV_NAMES: dict[str, str] = {
     "memory_silence_seconds": "OMI_MEMORY_SILENCE_SECONDS",
     "listen_ping_seconds": "OMI_LISTEN_PING_SECONDS",
     "listen_idle_seconds": "OMI_LISTEN_IDLE_SECONDS",
+    "http_header_timeout": "OMI_HTTP_HEADER_TIMEOUT",
+    "http_stall_timeout": "OMI_HTTP_STALL_TIMEOUT",
     "redis_prefix": "OMI_REDIS_PREFIX",
     "firestore_project": "OMI_FIRESTORE_PROJECT",
     "firestore_database": "OMI_FIRESTORE_DATABASE",

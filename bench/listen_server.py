@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from litestar import get
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,6 +28,7 @@ from app.config import Settings
 from app.core.models import TranscriptSegment
 from app.core.ports import SegmentsCallback, SpeechStream, SpeechToText
 from app.main import build_services, create_app
+from app.serving import configure_logging, serve_app
 
 TICK_BYTES = 32_000  # one second of 16 kHz 16-bit audio
 
@@ -113,6 +113,7 @@ async def lag(reset: bool = False) -> dict[str, Any]:
 
 def main() -> None:
     settings = Settings.from_env()
+    configure_logging("warning")
     services = build_services(settings)
     if os.environ.get("BENCH_STT") == "tick":
         services = dataclasses.replace(services, stt=TickEngine())
@@ -120,7 +121,7 @@ def main() -> None:
         services = dataclasses.replace(services, stt=MixedEngine(services.stt))
     app = create_app(settings, services=services)
     app.register(lag)
-    uvicorn.run(app, host="127.0.0.1", port=settings.port, log_level="warning", ws_max_size=1024 * 1024)
+    serve_app(app, host="127.0.0.1", port=settings.port, log_level="warning")  # as `omi-backend serve`
 
 
 if __name__ == "__main__":

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 
 import anyio
-import uvicorn
 from litestar import Response, get
 
 from app.config import Settings
 from app.main import create_app
+from app.serving import configure_logging, serve_app
 
 _cache: dict[str, bytes] = {}
 
@@ -28,9 +28,10 @@ async def bare() -> Response[bytes]:
 
 def main() -> None:
     settings = Settings.from_env()
+    configure_logging("warning")
     app = create_app(settings)
     app.register(bare)
-    uvicorn.run(app, host="127.0.0.1", port=settings.port, log_level="warning")
+    serve_app(app, host="127.0.0.1", port=settings.port, log_level="warning")  # as `omi-backend serve`
 
 
 if __name__ == "__main__":
