@@ -112,6 +112,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=settings.log_level,
+        header_timeout=settings.http_header_timeout,
+        stall_timeout=settings.http_stall_timeout,
     )
     return 0
 

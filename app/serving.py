@@ -12,6 +12,7 @@ import logging.config
 import uvicorn
 from litestar import Litestar
 
+from app.api.http_protocol import HTTPProtocol
 from app.api.websocket_protocol import WebSocketProtocol
 from app.logsafe import logging_config
 
@@ -24,14 +25,26 @@ def configure_logging(level: str) -> None:
     logging.config.dictConfig(logging_config(level))
 
 
-def serve_app(app: Litestar, *, host: str, port: int, log_level: str) -> None:
-    """Serve ``app`` until the process is told to stop (blocks)."""
+def serve_app(
+    app: Litestar,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    header_timeout: float = HTTPProtocol.header_timeout,
+    stall_timeout: float = HTTPProtocol.stall_timeout,
+) -> None:
+    """Serve ``app`` until the process is told to stop (blocks); the two timeouts are
+    ``OMI_HTTP_HEADER_TIMEOUT`` and ``OMI_HTTP_STALL_TIMEOUT`` (see :mod:`app.api.http_protocol`)."""
     uvicorn.run(
         app,
         host=host,
         port=port,
         log_level=log_level,
         log_config=logging_config(log_level),
+        # uvicorn's h11 protocol (pinned: "auto" would switch to httptools if it were installed),
+        # with bounds on clients that hold a connection without completing a request.
+        http=HTTPProtocol.bounded(header_timeout=header_timeout, stall_timeout=stall_timeout),
         ws=WebSocketProtocol,  # uvicorn's, with backpressure on pings and bounded closes
         ws_max_size=1024 * 1024,
         timeout_graceful_shutdown=10,  # open /live event streams would otherwise hold a stop

@@ -4,9 +4,9 @@
 ``h11`` protocol (the one ``http="auto"`` picks when ``httptools`` is not installed; naming the
 class pins it). uvicorn's only timer is ``timeout_keep_alive``, armed after a response and
 cancelled by the first byte that follows, so a client could hold a socket for as long as it
-liked by sending nothing, half a request, half a body, or by not reading its response (found
-by ``tests/hardening/test_http_idle.py``: 50 connections that sent nothing were all open after
-60 s). Here:
+liked by sending nothing, half a request, half a body, or by not reading its response (50
+connections that sent nothing were all still open after 60 s; ``tests/hardening/test_http_idle.py``
+holds each case). Here:
 
 1. A request head (request line and headers) must be complete within :attr:`header_timeout`
    of the connection opening or of the previous response ending; otherwise the connection is
@@ -24,10 +24,10 @@ by ``tests/hardening/test_http_idle.py``: 50 connections that sent nothing were 
 
 It relies on attributes of uvicorn's ``H11Protocol`` (``conn``, ``scope``, ``cycle`` with its
 ``more_body``, ``response_started``, ``response_complete``, ``disconnected`` and
-``waiting_for_100_continue``, ``flow.read_paused``, ``transport``, ``loop``) and on which of
-its methods see a request head (``handle_events``), a response end (``on_response_complete``)
-and an upgrade (``handle_websocket_upgrade``); the tests above fail if a uvicorn release
-changes them.
+``waiting_for_100_continue``, ``flow.read_paused`` and ``write_paused``, ``transport``,
+``loop``) and on which of its methods see a request head (``handle_events``), a response end
+(``on_response_complete``) and an upgrade (``handle_websocket_upgrade``); the test above
+fails if a uvicorn release changes them.
 """
 
 from __future__ import annotations
