@@ -43,7 +43,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from app.api.auth import provide_uid, require_user
 from app.core.audio import MAX_FRAME_BYTES, AudioError
 from app.core.errors import BackendUnavailable, StorageFull
-from app.core.listen import ListenParams, ListenSession
+from app.core.listen import DISK_FULL, DISK_FULL_REASON, ListenParams, ListenSession
 from app.core.listen_manager import ListenManager
 from app.core.listen_outbox import Outbox
 
@@ -56,8 +56,6 @@ IDLE: Final = 1008
 UNSUPPORTED: Final = 1003
 TOO_BIG: Final = 1009
 ENGINE_FAILED: Final = 1011
-TRY_AGAIN_LATER: Final = 1013
-DISK_FULL_REASON: Final = "the server's disk is full: the transcript cannot be saved, try again later"
 _BOOLEANS: Final = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -224,8 +222,6 @@ async def _receive(
         except AudioError as exc:
             return exc.close_code, str(exc)
         except Exception as exc:  # the engine's stream failed for good
-            if _disk_full(exc):  # journalling a result found no room
-                return TRY_AGAIN_LATER, DISK_FULL_REASON
             log.exception("listen: the speech-to-text stream of session %s failed", session.id)
             return ENGINE_FAILED, f"speech recognition failed: {type(exc).__name__}"
 
@@ -237,22 +233,12 @@ def _open_refusal(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, ValueError):  # a language the engine does not know
         return UNSUPPORTED, str(exc)
     if isinstance(exc, StorageFull):
-        return TRY_AGAIN_LATER, DISK_FULL_REASON
+        return DISK_FULL, DISK_FULL_REASON
     if isinstance(exc, BackendUnavailable):  # the engine, or the key-value store, is out of reach
         log.error("listen: the session could not start: %s", exc)
         return ENGINE_FAILED, _unavailable(exc)
     log.exception("listen: the speech-to-text engine could not start", exc_info=exc)
     return ENGINE_FAILED, f"speech-to-text unavailable: {type(exc).__name__}"
-
-
-def _disk_full(exc: BaseException | None) -> bool:
-    """Whether ``exc`` (or what caused it, e.g. a stream's failed callback) is a full disk."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, StorageFull):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
 
 
 def _unavailable(exc: BackendUnavailable) -> str:

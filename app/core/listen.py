@@ -59,6 +59,7 @@ PENDING_MARGIN_S: Final = 1.0  # voiced audio this far past the last words: the 
 PENDING_GRACE_S: Final = 10.0  # the most the silence timer waits for those words
 STORE_FAILED: Final = 1011  # the close code when results can no longer be journalled
 DISK_FULL: Final = 1013  # ... because the server's disk is full (try again later)
+DISK_FULL_REASON: Final = "the server's disk is full: the transcript cannot be saved, try again later"
 
 TranscriptCallback = Callable[[str, str, list[TranscriptSegment]], Awaitable[None]]
 """``await on_transcript(session_id, uid, segments)``: the plugins' ``on_transcript``."""
@@ -235,8 +236,7 @@ class ListenSession:
             await self._fail(f"{exc.backend} is unavailable: the transcript cannot be saved, reconnect later")
             return
         except StorageFull:  # the data dir's disk: refused at once, nothing journalled
-            reason = "the server's disk is full: the transcript cannot be saved, try again later"
-            await self._fail(reason, DISK_FULL)
+            await self._fail(DISK_FULL_REASON, DISK_FULL)
             return
         if created:
             await self._event(
