@@ -150,9 +150,7 @@ class MemoryPipeline:
         memory.structured = await self.services.llm.structure(text, memory.started_at, memory.language)
         memory.discarded = False
         memory.plugins_results = await self.hooks.on_memory_processing(uid, memory)
-        await self._owe(PENDING_INDEX_KEY, _entry(uid, memory.id))
-        await self.services.store.put(uid, memory)
-        await self._index(uid, memory)
+        await self._put(uid, memory, index=True)
         return memory
 
     async def update(self, uid: str, memory: Memory, *, title: str | None, overview: str | None) -> Memory:
@@ -161,12 +159,7 @@ class MemoryPipeline:
             memory.structured.title = title
         if overview is not None:
             memory.structured.overview = overview
-        indexed = not memory.discarded and not memory.deleted
-        if indexed:
-            await self._owe(PENDING_INDEX_KEY, _entry(uid, memory.id))
-        await self.services.store.put(uid, memory)
-        if indexed:
-            await self._index(uid, memory)
+        await self._put(uid, memory, index=not memory.discarded and not memory.deleted)
         return memory
 
     async def discard(self, uid: str, memory: Memory) -> Memory:
@@ -186,9 +179,7 @@ class MemoryPipeline:
         """Bring back a discarded or deleted memory and index it again."""
         memory.discarded = False
         memory.deleted = False
-        await self._owe(PENDING_INDEX_KEY, _entry(uid, memory.id))
-        await self.services.store.put(uid, memory)
-        await self._index(uid, memory)
+        await self._put(uid, memory, index=True)
         return memory
 
     async def search(self, uid: str, request: SearchRequest) -> list[Memory]:
@@ -211,7 +202,7 @@ class MemoryPipeline:
         for entry, memory in await self._owed(PENDING_INDEX_KEY, min_age):
             if memory is None or memory.deleted or memory.discarded:
                 continue
-            if await self._index(_uid(entry), memory):
+            if await self._index(_split(entry)[0], memory):
                 fixed += 1
         return fixed
 
@@ -224,7 +215,7 @@ class MemoryPipeline:
                 continue
             self._active.add(entry)
             try:
-                await self._announce(_uid(entry), memory)
+                await self._announce(_split(entry)[0], memory)
             finally:
                 self._active.discard(entry)
             done += 1
@@ -268,7 +259,7 @@ class MemoryPipeline:
             age = _age(stamp, now)
             if entry in self._active or age < min_age:
                 continue
-            uid, _, memory_id = entry.rpartition(":")  # uids may hold ":", memory ids never
+            uid, memory_id = _split(entry)
             memory = await self.services.store.get(uid, memory_id)
             done = memory is not None and (memory.deleted or memory.discarded)
             if done or (memory is None and age >= ORPHAN_SECONDS):
@@ -276,6 +267,14 @@ class MemoryPipeline:
                 continue
             found.append((entry, memory))
         return found
+
+    async def _put(self, uid: str, memory: Memory, *, index: bool) -> None:
+        """Store a changed memory and, with ``index``, its new vector (owed before the write)."""
+        if index:
+            await self._owe(PENDING_INDEX_KEY, _entry(uid, memory.id))
+        await self.services.store.put(uid, memory)
+        if index:
+            await self._index(uid, memory)
 
     async def _owe(self, key: str, entry: str) -> None:
         await self.services.kv.hset(key, entry, msgspec.json.encode(self.clock()).decode())
@@ -318,9 +317,11 @@ def _entry(uid: str, memory_id: str) -> str:
     return f"{uid}:{memory_id}"
 
 
-def _uid(entry: str) -> str:
-    """The uid of a pending entry ``{uid}:{memory_id}`` (a uid may hold ":", a memory id never)."""
-    return entry.rpartition(":")[0]
+def _split(entry: str) -> tuple[str, str]:
+    """The uid and memory id of a pending entry ``{uid}:{memory_id}`` (a uid may hold ":",
+    a memory id never)."""
+    uid, _, memory_id = entry.rpartition(":")
+    return uid, memory_id
 
 
 def _age(stamp: str, now: datetime) -> float:
