@@ -21,15 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -42,38 +39,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (
     RESULTS,
     ROOT,
-    free_port,
     machine,
     make_token,
     percentiles,
     run_info,
-    wait_until_up,
     write_results,
 )
+from bench.common import server as common_server
 
 FRAME = 3_200  # 100 ms of 16 kHz 16-bit audio
 WINDOW_S = 3.0  # OMI_MEMORY_SILENCE_SECONDS of the new_memory_created measurement
 AUDIO = ROOT.parent / "shared" / "audio"
 
 
-@contextmanager
-def server(data_dir: Path, **env: str) -> Iterator[str]:
-    """bench/listen_server.py on a free port; yields its base URL."""
-    port = free_port()
-    environ = {**os.environ, "OMI_DATA_DIR": str(data_dir), "OMI_PORT": str(port), **env}
-    script = ROOT / "bench" / "listen_server.py"
-    proc = subprocess.Popen([sys.executable, str(script)], env=environ, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url, attempts=600)
-        yield url
-    finally:
-        proc.terminate()  # it waits for the memories of the sessions to be made
-        try:
-            proc.wait(timeout=600)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def server(data_dir: Path, **env: str) -> AbstractContextManager[str]:
+    """bench/listen_server.py; stopping waits up to 10 minutes for the sessions' memories."""
+    return common_server(data_dir, "listen_server.py", start_attempts=600, stop_timeout=600, env=env)
 
 
 class Barrier:

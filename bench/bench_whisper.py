@@ -27,14 +27,12 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,8 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RESULTS, ROOT, free_port, machine, make_token, run_info, wait_until_up, write_results
+from bench.common import RESULTS, ROOT, machine, make_token, run_info, write_results
+from bench.common import server as common_server
 
 FRAME = 3_200  # 100 ms of 16 kHz 16-bit audio
 AUDIO = ROOT.parent / "shared" / "audio"
@@ -136,28 +135,12 @@ def rtf(names: list[str], repeat: int, cpu: int | None) -> None:
 # -- sessions -------------------------------------------------------------------------------
 
 
-@contextmanager
-def server(data_dir: Path, cpu: int | None, **env: str) -> Iterator[str]:
-    """bench/listen_server.py on the embedded engine, pinned to ``cpu``; yields its base URL."""
-    port = free_port()
-    environ = {**os.environ, "OMI_DATA_DIR": str(data_dir), "OMI_PORT": str(port), **env}
-    command = [sys.executable, str(ROOT / "bench" / "listen_server.py")]
-    if cpu is not None and shutil.which("taskset"):
-        command = ["taskset", "-c", str(cpu), *command]
-    proc = subprocess.Popen(
-        command, env=environ, cwd=ROOT, stdout=subprocess.DEVNULL
-    )  # faster-whisper's INFO
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url, attempts=600)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def server(data_dir: Path, cpu: int | None, **env: str) -> AbstractContextManager[str]:
+    """bench/listen_server.py on the embedded engine, pinned to ``cpu`` (faster-whisper's
+    INFO on stdout dropped); stopping waits up to 2 minutes for the last memories."""
+    return common_server(
+        data_dir, "listen_server.py", cpu=cpu, quiet=True, start_attempts=600, stop_timeout=120, env=env
+    )
 
 
 async def one_session(

@@ -6,12 +6,13 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,18 +51,47 @@ def make_tokens(data_dir: Path, uids: list[str]) -> list[str]:
 
 
 @contextmanager
-def server(data_dir: Path, **env: str) -> Iterator[str]:
-    """Run bench/server.py on a free port; yields its base URL."""
+def server(
+    data_dir: Path,
+    script: str = "server.py",
+    *,
+    cpu: int | None = None,
+    quiet: bool = False,
+    start_attempts: int = 300,
+    stop_timeout: float = 30,
+    env: Mapping[str, str] | None = None,
+    **more_env: str,
+) -> Iterator[str]:
+    """Run ``bench/<script>`` on a free port until the context ends; yields its base URL.
+
+    ``env`` and keyword arguments are environment variables for it; ``cpu`` pins it to one
+    core (with ``taskset``, where present); ``quiet`` drops its stdout; a server that does
+    not stop within ``stop_timeout`` seconds is killed.
+    """
     port = free_port()
-    environ = {**os.environ, "OMI_DATA_DIR": str(data_dir), "OMI_PORT": str(port), **env}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "server.py")], env=environ, cwd=ROOT)
+    environ = {
+        **os.environ,
+        "OMI_DATA_DIR": str(data_dir),
+        "OMI_PORT": str(port),
+        **(env or {}),
+        **more_env,
+    }
+    command = [sys.executable, str(ROOT / "bench" / script)]
+    if cpu is not None and shutil.which("taskset"):
+        command = ["taskset", "-c", str(cpu), *command]
+    stdout = subprocess.DEVNULL if quiet else None
+    proc = subprocess.Popen(command, env=environ, cwd=ROOT, stdout=stdout)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(url, attempts=300)
+        wait_until_up(url, attempts=start_attempts)
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def wait_until_up(url: str, attempts: int = 300) -> None:
