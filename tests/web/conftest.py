@@ -14,11 +14,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from app.backends.file_blobs import FileBlobStore
 from app.backends.minilm_embedder import MiniLMEmbedder
-from app.backends.numpy_index import NumpyVectorIndex
-from app.backends.sqlite_kv import SQLiteKeyValue
-from app.backends.sqlite_store import SQLiteMemoryStore
 from app.config import Settings
 from app.core.models import (
     ActionItem,
@@ -30,9 +26,9 @@ from app.core.models import (
 )
 from app.core.ports import SegmentsCallback, SpeechStream
 from app.core.services import Services
-from app.core.structurer import RuleBasedLanguageModel
 from app.core.tokens import TokenService
 from app.main import create_app
+from tests.api.conftest import embedded_services
 
 _CSRF_INPUT = re.compile(r'name="_csrf_token" value="([0-9a-f]+)"')
 BASE = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -67,15 +63,8 @@ def embedder() -> MiniLMEmbedder:
 
 
 def web_services(data_dir: Path, embedder: MiniLMEmbedder) -> Services:
-    return Services(
-        store=SQLiteMemoryStore(data_dir / "memories.db"),
-        index=NumpyVectorIndex(data_dir / "vectors.db"),
-        blobs=FileBlobStore(data_dir / "blobs"),
-        kv=SQLiteKeyValue(data_dir / "kv.db"),
-        embedder=embedder,
-        llm=RuleBasedLanguageModel(embedder),
-        stt=NoSpeech(),
-    )
+    """The embedded adapters, with a speech-to-text port that refuses to open."""
+    return embedded_services(data_dir, embedder, NoSpeech())
 
 
 @pytest.fixture
