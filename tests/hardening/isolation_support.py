@@ -24,6 +24,8 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.web.server import ServerSentEvents
+
 __all__ = [
     "RATE",
     "Events",
@@ -157,19 +159,13 @@ class Events:
 
     def __init__(self, response: httpx.Response) -> None:
         self._lines: AsyncIterator[str] = response.aiter_lines()
+        self._reader = ServerSentEvents()
 
     async def next(self, seconds: float = 30.0) -> tuple[str, str]:
-        event, data = "message", []
         async with asyncio.timeout(seconds):
             async for line in self._lines:
-                if line == "":
-                    if data:
-                        return event, "\n".join(data)
-                    event, data = "message", []
-                elif line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].removeprefix(" "))
+                if (event := self._reader.feed(line)) is not None:
+                    return event
         raise AssertionError("the event stream ended")
 
 

@@ -19,7 +19,7 @@ import httpx
 import uvicorn
 from litestar import Litestar
 
-__all__ = ["Served", "serving", "sign_in_over_http"]
+__all__ = ["Served", "ServerSentEvents", "serving", "sign_in_over_http"]
 
 T = TypeVar("T")
 _CSRF_INPUT = re.compile(r'name="_csrf_token" value="([0-9a-f]+)"')
@@ -86,3 +86,23 @@ def sign_in_over_http(client: httpx.Client, token: str) -> None:
     assert match, page.text[:300]
     response = client.post("/login", data={"token": token, "next": "/", "_csrf_token": match.group(1)})
     assert response.status_code == 303, response.text[:300]
+
+
+class ServerSentEvents:
+    """Reads an event stream line by line: :meth:`feed` returns ``(event, data)`` when a line
+    ends an event (comments and empty events are skipped)."""
+
+    def __init__(self) -> None:
+        self._event = "message"
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str, str] | None:
+        if line == "":
+            done = (self._event, "\n".join(self._data)) if self._data else None
+            self._event, self._data = "message", []
+            return done
+        if line.startswith("event:"):
+            self._event = line[6:].strip()
+        elif line.startswith("data:"):
+            self._data.append(line[5:].removeprefix(" "))
+        return None

@@ -23,7 +23,7 @@ from app.plugins.manager import new_plugin_manager, register_plugin
 from app.web.live import READY_TEXT, LiveFeed, LiveUpdate, build_channels
 from builtin_plugins.live_feed import LiveFeedPlugin
 from tests.web.conftest import HTMX, Site, web_services
-from tests.web.server import serving, sign_in_over_http
+from tests.web.server import ServerSentEvents, serving, sign_in_over_http
 
 pytestmark = pytest.mark.anyio
 
@@ -145,16 +145,10 @@ async def test_the_live_feed_plugin_publishes_every_final_result_always_on() -> 
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, str]]:
     """``(event, data)`` of each server-sent event (comments skipped)."""
-    event, data = "message", []
+    reader = ServerSentEvents()
     for line in response.iter_lines():
-        if line == "":
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
+        if (event := reader.feed(line)) is not None:
+            yield event
 
 
 def test_the_event_stream_carries_only_the_signed_in_users_lines(
