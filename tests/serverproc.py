@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,9 +38,13 @@ def omi_backend() -> list[str]:
 
 @contextmanager
 def server(
-    data_dir: Path, log: Path, env: Mapping[str, str] | None = None
+    data_dir: Path,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    command: Sequence[str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """Run the server until the context ends; yields the process and its ``host:port``."""
+    """Run the server (``omi-backend``, or ``command``) with ``serve`` until the context
+    ends; yields the process and its ``host:port``."""
     port = free_port()
     environ = {
         **os.environ,
@@ -50,7 +54,9 @@ def server(
         **(env or {}),
     }
     with log.open("ab") as out:
-        proc = subprocess.Popen([*omi_backend(), "serve"], env=environ, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*(command or omi_backend()), "serve"], env=environ, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         yield proc, f"127.0.0.1:{port}"
     finally:

@@ -14,7 +14,8 @@ the protocol uvicorn picks by default. What it changes, each found by
 3. A peer that never reads what is left to write when the connection ends (the close frame
    included) kept its socket open for as long as it liked: asyncio's ``close()`` waits for
    the write buffer to drain. Here the connection is aborted :data:`ABORT_AFTER_S` after the
-   application has finished with it, if it is still open.
+   application has finished with it, if it is still open (and the timer is cancelled when
+   the connection ends first, so that it does not hold the connection's memory till then).
 
 It relies on attributes of uvicorn's ``WebSocketsSansIOProtocol`` (``transport``,
 ``read_paused``, ``close_sent``, ``disconnected``, ``frames``, ``curr_msg_data_type``,
@@ -43,6 +44,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._writes_held = False
+        self._abort_later: asyncio.TimerHandle | None = None
 
     # 1. no reading while writes are held up -------------------------------------------------
 
@@ -82,7 +84,13 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def on_task_complete(self, task: asyncio.Task[None]) -> None:
         super().on_task_complete(task)
         if not self.disconnected:
-            self.loop.call_later(ABORT_AFTER_S, self._abort_if_open)
+            self._abort_later = self.loop.call_later(ABORT_AFTER_S, self._abort_if_open)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # the timer would hold this protocol (its socket, buffers and scope) for 15 s after the end
+        if self._abort_later is not None:
+            self._abort_later.cancel()
+        super().connection_lost(exc)
 
     def _abort_if_open(self) -> None:
         if not self.disconnected:

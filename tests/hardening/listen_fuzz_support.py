@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import re
+import signal
 import socket
 import sqlite3
 import struct
@@ -67,6 +68,16 @@ class Served:
     log: Path
     data_dir: Path
     tokens: dict[str, str]
+    heap_report: Path | None = None  # where a server run by tests/hardening/heapprobe.py reports
+
+    async def heap(self) -> dict[str, Any]:
+        """The server's Python heap after a collection: ``blocks`` and ``objects`` by type."""
+        assert self.heap_report is not None, "the server was not started by tests.hardening.heapprobe"
+        self.heap_report.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR1)
+        await until(self.heap_report.exists, within=30)
+        report: dict[str, Any] = json.loads(self.heap_report.read_text())
+        return report
 
     def auth(self, uid: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[uid]}"}

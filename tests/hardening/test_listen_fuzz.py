@@ -21,8 +21,9 @@ only its presence for what uvicorn's WebSocket layer (the ``websockets`` parser)
   after everything else when it reads at last, and its words still become its memory.
 - 2000 connections of eight kinds (resets mid-handshake, mid-frame and after the handshake,
   bad and missing credentials, clean closes, refused frames), beside a client that never
-  reads nor hangs up, leave the server's descriptors and resident memory at their baseline,
-  no live session and no open journal.
+  reads nor hangs up, leave the server's descriptors, Python heap (blocks, no protocol or
+  socket object left: the server runs under ``tests/hardening/heapprobe.py``) and resident
+  memory at their baseline, no live session and no open journal.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import asyncio
 import contextlib
 import random
 import struct
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.api.listen_support import CORPUS, clip, encode
+from tests.hardening.heapprobe import REPORT
 from tests.hardening.listen_fuzz_support import (
     BINARY,
     CLOSE,
@@ -60,6 +63,7 @@ from tests.wer import wer
 pytestmark = pytest.mark.anyio
 
 IDLE_S = 4
+PROTOCOL = "app.api.websocket_protocol.WebSocketProtocol"  # by its name in a heap report
 NO_AUDIO = (1008, f"no audio for {IDLE_S} s")
 TEXT_REFUSED = (1003, "text frames are not accepted: send audio as binary frames")
 FUZZERS = [f"fuzz{i}" for i in range(8)]
@@ -71,10 +75,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("listen-fuzz")
     data_dir, log = root / "data", root / "server.log"
     tokens = {uid: asyncio.run(make_token(data_dir, uid)) for uid in USERS}
-    env = {"OMI_LISTEN_IDLE_SECONDS": str(IDLE_S), "OMI_LISTEN_PING_SECONDS": "1"}
-    with server(data_dir, log, env) as (proc, address):
+    heap = root / "heap.json"
+    env = {"OMI_LISTEN_IDLE_SECONDS": str(IDLE_S), "OMI_LISTEN_PING_SECONDS": "1", REPORT: str(heap)}
+    with server(data_dir, log, env, [sys.executable, "-m", "tests.hardening.heapprobe"]) as (proc, address):
         asyncio.run(wait_healthy(address, proc, log))
-        yield Served(proc, address, log, data_dir, tokens)
+        yield Served(proc, address, log, data_dir, tokens, heap)
         assert proc.poll() is None, "the server died"
 
 
@@ -411,6 +416,12 @@ async def churn(served: Served, count: int) -> dict[str, int]:
     return outcomes
 
 
+def growth(before: dict[str, int], after: dict[str, int]) -> list[tuple[str, int]]:
+    """The object types whose count grew the most, for a failure message."""
+    grown = {kind: count - before.get(kind, 0) for kind, count in after.items()}
+    return sorted(((kind, n) for kind, n in grown.items() if n > 0), key=lambda item: -item[1])[:10]
+
+
 async def steady_fds(served: Served, at_most: int | None = None, within: float = 60.0) -> int:
     """The server's descriptor count once every session has ended and the count holds still
     for a second (and is down to ``at_most``, if given, or the time is up)."""
@@ -429,15 +440,13 @@ async def steady_fds(served: Served, at_most: int | None = None, within: float =
 async def test_thousands_of_connects_and_disconnects_leave_no_descriptor_memory_or_session_behind(
     served: Served,
 ) -> None:
-    # Warm-up: a transcription (the engine's buffers) and 4000 connections of every kind. The
-    # resident size grows over the first few thousand (measured: +18, then +8.5, then under
-    # +1 MiB per 2000) as the allocators reach the high-water mark of 24 sessions at a time.
-    # After that the tolerance is 8 MiB: 4 KiB a connection, far less than a session's decoder,
-    # engine stream and tasks, so that a leaked session (or socket buffer) fails the test.
+    # Warm-up: a transcription (the engine's buffers) and 4000 connections of every kind, so
+    # that the allocators have seen the high-water mark of 24 connections at a time.
     async with good_session(served, "good4"):
         await churn(served, 2000)
         await churn(served, 2000)
     baseline_fds = await steady_fds(served)
+    baseline_heap = await served.heap()
     baseline_rss = served.memory_kib("VmRSS")
     async with good_session(served, "good5"):
         # and all along, a client that never reads and never hangs up
@@ -449,11 +458,23 @@ async def test_thousands_of_connects_and_disconnects_leave_no_descriptor_memory_
     assert sum(outcomes.values()) == 2000 and len(outcomes) == 8, outcomes
     try:
         fds = await steady_fds(served, at_most=baseline_fds)
+        heap = await served.heap()
         rss = served.memory_kib("VmRSS")
-        print(f"fds {baseline_fds} -> {fds}; RSS {baseline_rss / 1024:.1f} -> {rss / 1024:.1f} MiB")
+        blocks = heap["blocks"] - baseline_heap["blocks"]
+        print(
+            f"fds {baseline_fds} -> {fds}; RSS {baseline_rss / 1024:.1f} -> {rss / 1024:.1f} MiB; "
+            f"Python heap {blocks:+} blocks"
+        )
         assert fds == baseline_fds  # the stuck client's socket included: the server aborted it
-        # CI once saw +19 MiB over the baseline (allocator arenas); a leak per connection is far more
-        assert rss - baseline_rss <= 24 * 1024
+        # No connection is held after its end: each was once held for 15 s by its abort timer,
+        # ~1000 at a time here (+20 MiB resident, which CI took for allocator growth).
+        objects = heap["objects"]
+        assert baseline_heap["objects"].get(PROTOCOL, 0) == objects.get(PROTOCOL, 0) == 0
+        assert objects.get("socket.socket", 0) == baseline_heap["objects"].get("socket.socket", 0)
+        # Python's own count of the blocks it holds after a collection, whatever the C allocators
+        # keep: one object left per connection would be 2000 blocks more.
+        assert blocks <= 1000, growth(baseline_heap["objects"], objects)
+        assert rss - baseline_rss <= 12 * 1024
         assert served.live_sessions() == 0 and served.open_journals() == (0, 0)
         assert await served.ended("erin") == [
             f"closed 1008 (the client is not reading: a message waited over {IDLE_S} s)"
