@@ -43,7 +43,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from app.api.auth import provide_uid, require_user
 from app.core.audio import MAX_FRAME_BYTES, AudioError
 from app.core.errors import BackendUnavailable, StorageFull
-from app.core.listen import DISK_FULL, DISK_FULL_REASON, ListenParams, ListenSession
+from app.core.listen import DISK_FULL, DISK_FULL_REASON, ListenConfig, ListenParams, ListenSession
 from app.core.listen_manager import ListenManager
 from app.core.listen_outbox import Outbox
 
@@ -157,7 +157,7 @@ async def _run(
         return
     refusal: tuple[int, str] | None = None  # cancelled (the server stopping): no close of ours
     try:
-        refusal = await _serve(socket, session, outbox, manager.config.idle_seconds)
+        refusal = await _serve(socket, session, outbox, manager.config)
     except Exception:
         log.exception("listen: session %s failed", session.id)
         refusal = ENGINE_FAILED, "internal error"
@@ -174,12 +174,10 @@ async def _run(
 
 
 async def _serve(
-    socket: WebSocket[Any, Any, Any], session: ListenSession, outbox: Outbox, idle_seconds: float
+    socket: WebSocket[Any, Any, Any], session: ListenSession, outbox: Outbox, config: ListenConfig
 ) -> tuple[int, str] | None:
     """Receive until the client goes (``None``), or the code and reason to close with."""
-    receiving = asyncio.create_task(
-        _receive(socket, session, outbox, idle_seconds), name=f"listen-{session.id}"
-    )
+    receiving = asyncio.create_task(_receive(socket, session, outbox, config), name=f"listen-{session.id}")
     try:
         waiting: set[asyncio.Future[Any]] = {receiving, outbox.refused}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -195,22 +193,32 @@ async def _serve(
 
 
 async def _receive(
-    socket: WebSocket[Any, Any, Any], session: ListenSession, outbox: Outbox, idle_seconds: float
+    socket: WebSocket[Any, Any, Any], session: ListenSession, outbox: Outbox, config: ListenConfig
 ) -> tuple[int, str] | None:
     """Feed binary frames to the session until the client goes or a frame is refused.
 
-    No frame for ``idle_seconds`` closes the socket, unless the server is itself waiting to
+    No audio for ``idle_seconds`` closes the socket, counted on the client's audio clock: a
+    client that has sent audio faster than real time (a recording, or a catch-up after a
+    dropout) is waiting for its results, not idle, until the wall clock reaches the end of
+    what it sent (at most ``finish_timeout`` ahead of its last frame, the most a session waits
+    for the engine's backlog). Nor is a client idle while the server is itself waiting to
     write: a client that does not read is not read from either (the server's WebSocket layer
     stops reading while its writes are held up), and the outbox gives it up in its own time.
     """
+    idle_seconds, backlog_seconds = config.idle_seconds, config.finish_timeout
+    loop = asyncio.get_running_loop()
+    started = last = loop.time()
     while True:
+        caught_up = min(started + session.audio_seconds, last + backlog_seconds)
         try:
-            async with asyncio.timeout(idle_seconds):
+            async with asyncio.timeout_at(max(last, caught_up) + idle_seconds):
                 message = await socket.receive()
         except TimeoutError:
             if outbox.writing:
+                last = loop.time()
                 continue
             return IDLE, f"no audio for {idle_seconds:g} s"
+        last = loop.time()
         if message["type"] != "websocket.receive":
             return None  # the client closed or went away
         frame = message.get("bytes")

@@ -166,6 +166,11 @@ class ListenSession:
             asyncio.create_task(self._watch_silence(), name=f"listen-silence-{self.id}"),
         ]
 
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of audio this connection has sent."""
+        return self._live_bytes / BYTES_PER_SECOND
+
     async def feed(self, frame: bytes) -> None:
         """Decode one frame and hand it to the engine (raises ``AudioError`` for bad audio)."""
         pcm = self._decoder.decode(frame)

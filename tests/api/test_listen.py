@@ -49,10 +49,9 @@ def assert_timeline(segments: list[dict[str, Any]], duration: float) -> None:
     assert all(0 <= s["start"] <= s["end"] <= duration + 0.5 for s in segments), segments
 
 
-async def stream_clip(api: Api, uid: str, name: str, codec: str) -> tuple[Listener, dict[str, Any]]:
-    """Stream a clip (and 1 s of silence) fast, wait for a first result, disconnect."""
+async def stream_clip(api: Api, uid: str, frames: list[bytes], codec: str) -> tuple[Listener, dict[str, Any]]:
+    """Stream a clip's frames fast, wait for a first result, disconnect."""
     headers = await token(api, uid)
-    frames, _ = encode(clip(name) + silence(1.0), codec)
     with await api.client.websocket_connect("/listen", params=listen_query(codec), headers=headers) as ws:
         listener = Listener(ws)
         await listener.send(frames)
@@ -67,12 +66,17 @@ async def test_every_clip_in_every_codec_becomes_a_memory_with_a_low_word_error_
     codec: str, tmp_path: Path, embedder: MiniLMEmbedder
 ) -> None:
     results: dict[str, tuple[Listener, dict[str, Any]]] = {}
+    # Each clip and 1 s of silence, encoded before the server starts: encoding 20 ms Opus frames
+    # beside the server's event loop and Whisper's threads fights them for the GIL, and took
+    # 90 s instead of 2 s.
+    clips = {name: encode(clip(name) + silence(1.0), codec)[0] for name in CORPUS}
     # Every clip is sent at once, faster than real time, and then the client waits in silence
-    # for Whisper's backlog (five sessions, one worker): not idle, so no idle limit here.
+    # for Whisper's backlog: the idle limit counts from where each clip ends, but five sessions
+    # on one worker can take longer than that on a slow machine, so no idle limit here.
     async with listen_app(tmp_path, embedder, listen_idle_seconds=900) as api:
 
         async def one(name: str) -> None:
-            results[name] = await stream_clip(api, f"user-{name}", name, codec)
+            results[name] = await stream_clip(api, f"user-{name}", clips[name], codec)
 
         async with anyio.create_task_group() as group:  # concurrent sessions
             for name in CORPUS:
