@@ -12,6 +12,12 @@ does the step later: at start-up and then every :data:`RETRY_SECONDS`. So a memo
 creation was acknowledged is always indexed and announced to the plugins, at least once
 (the webhooks plugin gives each memory's delivery a stable ``webhook-id``, so a receiver
 sees it once).
+
+A plugin whose ``on_memory_created`` raises or times out (the webhooks plugin when the
+queue is out of reach, say) is called again, alone, with the same memory: its entry's value
+becomes a :class:`_Retry` naming the plugins still owed, tried after a back-off that doubles
+from :data:`RETRY_SECONDS` up to an hour, and given up (logged) after
+:data:`MAX_HOOK_TRIES` calls, about seven hours.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -32,6 +38,7 @@ from app.core.services import Services
 __all__ = [
     "PENDING_HOOKS_KEY",
     "PENDING_INDEX_KEY",
+    "Announced",
     "MemoryHooks",
     "MemoryPipeline",
     "memory_document",
@@ -46,6 +53,28 @@ RETRY_SECONDS = 60.0
 """How often the background pass finishes steps left pending, and how old an entry must be."""
 ORPHAN_SECONDS = 300.0
 """An entry whose memory is still missing after this long was never written: it is dropped."""
+MAX_HOOK_TRIES = 12
+"""Calls of a failing plugin's ``on_memory_created`` for one memory before it is given up."""
+MAX_BACKOFF_SECONDS = 3600.0
+
+
+class Announced(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``on_memory_created`` gave: the plugins' messages, and which plugins failed."""
+
+    messages: list[Message]
+    failed: list[str] = []
+
+
+class _Retry(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``memories:hooks_pending`` value for plugins that failed on the memory: which, when
+    they were last called, and how many calls so far."""
+
+    at: datetime
+    plugins: list[str]
+    tries: int
+
+    def backoff(self) -> float:
+        return min(RETRY_SECONDS * 2.0 ** (self.tries - 1), MAX_BACKOFF_SECONDS)
 
 
 class MemoryHooks(Protocol):
@@ -53,7 +82,9 @@ class MemoryHooks(Protocol):
 
     async def on_memory_processing(self, uid: str, memory: Memory) -> list[PluginResult]: ...
 
-    async def on_memory_created(self, uid: str, memory: Memory) -> list[Message]: ...
+    async def announce(self, uid: str, memory: Memory, only: Collection[str] | None = None) -> Announced:
+        """``on_memory_created`` on every plugin (or those named in ``only``)."""
+        ...
 
 
 def vector_id(uid: str, memory_id: str) -> str:
@@ -199,7 +230,7 @@ class MemoryPipeline:
         """Index every memory left owed an index write (failed, or cut short by a crash)
         at least ``min_age`` seconds ago; the number fixed."""
         fixed = 0
-        for entry, memory in await self._owed(PENDING_INDEX_KEY, min_age):
+        for entry, memory, _ in await self._owed(PENDING_INDEX_KEY, min_age):
             if memory is None or memory.deleted or memory.discarded:
                 continue
             if await self._index(_split(entry)[0], memory):
@@ -210,12 +241,12 @@ class MemoryPipeline:
         """Run ``on_memory_created`` for every memory left owed it at least ``min_age``
         seconds ago (a crash between the store write and the plugins); the number done."""
         done = 0
-        for entry, memory in await self._owed(PENDING_HOOKS_KEY, min_age):
+        for entry, memory, retry in await self._owed(PENDING_HOOKS_KEY, min_age):
             if memory is None or memory.deleted or memory.discarded:
                 continue
             self._active.add(entry)
             try:
-                await self._announce(_split(entry)[0], memory)
+                await self._announce(_split(entry)[0], memory, retry)
             finally:
                 self._active.discard(entry)
             done += 1
@@ -249,15 +280,17 @@ class MemoryPipeline:
             min_age = RETRY_SECONDS
             await asyncio.sleep(RETRY_SECONDS)
 
-    async def _owed(self, key: str, min_age: float) -> list[tuple[str, Memory | None]]:
-        """The entries of ``key`` at least ``min_age`` old and not in hand here, with their
-        memories (``None``: not written yet, or never); entries that need nothing more are
-        dropped."""
+    async def _owed(self, key: str, min_age: float) -> list[tuple[str, Memory | None, _Retry | None]]:
+        """The entries of ``key`` at least ``min_age`` old (a retry: its back-off too) and not
+        in hand here, with their memories (``None``: not written yet, or never) and retries;
+        entries that need nothing more are dropped."""
         now = self.clock()
-        found: list[tuple[str, Memory | None]] = []
-        for entry, stamp in (await self.services.kv.hgetall(key)).items():
-            age = _age(stamp, now)
-            if entry in self._active or age < min_age:
+        found: list[tuple[str, Memory | None, _Retry | None]] = []
+        for entry, value in (await self.services.kv.hgetall(key)).items():
+            stamp = _stamp(value)
+            retry = stamp if isinstance(stamp, _Retry) else None
+            age = _age(stamp.at if isinstance(stamp, _Retry) else stamp, now)
+            if entry in self._active or age < max(min_age, retry.backoff() if retry else 0.0):
                 continue
             uid, memory_id = _split(entry)
             memory = await self.services.store.get(uid, memory_id)
@@ -265,7 +298,7 @@ class MemoryPipeline:
             if done or (memory is None and age >= ORPHAN_SECONDS):
                 await self.services.kv.hdel(key, entry)
                 continue
-            found.append((entry, memory))
+            found.append((entry, memory, retry))
         return found
 
     async def _put(self, uid: str, memory: Memory, *, index: bool) -> None:
@@ -279,18 +312,36 @@ class MemoryPipeline:
     async def _owe(self, key: str, entry: str) -> None:
         await self.services.kv.hset(key, entry, msgspec.json.encode(self.clock()).decode())
 
-    async def _announce(self, uid: str, memory: Memory) -> list[Message]:
-        """Run ``on_memory_created`` and keep the plugins' messages; the entry stays owed
-        if that fails. Never raises (but for cancellation)."""
+    async def _announce(self, uid: str, memory: Memory, retry: _Retry | None = None) -> list[Message]:
+        """Run ``on_memory_created`` (on the plugins ``retry`` names, if given) and keep the
+        plugins' messages; the entry stays owed if that fails, and names the plugins that
+        failed, if some did. Never raises (but for cancellation)."""
+        entry = _entry(uid, memory.id)
         try:
-            messages = await self.hooks.on_memory_created(uid, memory)
-            for message in messages:
+            announced = await self.hooks.announce(uid, memory, retry.plugins if retry else None)
+            for message in announced.messages:
                 await self.services.store.put_message(uid, message)
-            await self.services.kv.hdel(PENDING_HOOKS_KEY, _entry(uid, memory.id))
+            tries = retry.tries + 1 if retry else 1
+            if not announced.failed:
+                await self.services.kv.hdel(PENDING_HOOKS_KEY, entry)
+            elif tries >= MAX_HOOK_TRIES:
+                log.error(
+                    "plugins %s failed %d times on memory %s; given up", announced.failed, tries, memory.id
+                )
+                await self.services.kv.hdel(PENDING_HOOKS_KEY, entry)
+            else:
+                again = _Retry(at=self.clock(), plugins=announced.failed, tries=tries)
+                log.warning(
+                    "plugins %s failed on memory %s; called again in %g s",
+                    again.plugins,
+                    memory.id,
+                    again.backoff(),
+                )
+                await self.services.kv.hset(PENDING_HOOKS_KEY, entry, msgspec.json.encode(again).decode())
         except Exception:
             log.exception("announcing memory %s failed; it stays owed", memory.id)
             return []
-        return messages
+        return announced.messages
 
     async def _index(self, uid: str, memory: Memory) -> bool:
         """Embed and upsert the memory's vector, and clear its ``vectors:pending`` entry
@@ -324,11 +375,19 @@ def _split(entry: str) -> tuple[str, str]:
     return uid, memory_id
 
 
-def _age(stamp: str, now: datetime) -> float:
+def _stamp(value: str) -> datetime | _Retry | None:
+    """An entry's value: the time it was owed, or a retry (``None``: unreadable)."""
+    try:
+        return msgspec.json.decode(value, type=datetime | _Retry)
+    except (msgspec.DecodeError, TypeError):
+        return None
+
+
+def _age(stamp: datetime | None, now: datetime) -> float:
     """Seconds since an entry's time; an entry without a readable time counts as old."""
     try:
-        return (now - msgspec.json.decode(stamp, type=datetime)).total_seconds()
-    except (msgspec.DecodeError, TypeError):
+        return (now - stamp).total_seconds() if stamp is not None else float("inf")
+    except TypeError:  # a naive time
         return float("inf")
 
 

@@ -18,7 +18,7 @@ import logging
 import os
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from importlib.resources.abc import Traversable
@@ -29,6 +29,7 @@ import msgspec
 import pluggy
 
 from app.core.models import Memory, Message, PluginResult, TranscriptSegment, utcnow
+from app.core.pipeline import Announced
 from app.plugins.context import PluginContext
 from app.plugins.types import PluginInfo, TranscriptSession
 
@@ -39,7 +40,8 @@ log = logging.getLogger("omi_backend.plugins")
 EnabledCheck = Callable[[str, str], Awaitable[bool]]
 """``await is_enabled(plugin_name, uid)``: whether ``uid`` enabled the plugin."""
 
-_NO_RESULT: Any = object()  # what a failed or skipped (not enabled) implementation yields
+_NO_RESULT: Any = object()  # what a skipped (not enabled, or not asked for) implementation yields
+_FAILED: Any = object()  # what an implementation that raised or timed out yields
 _DETAIL_CHARS = 4_000
 
 
@@ -126,11 +128,17 @@ class PluginHost:
         Messages come in pluggy's call order (the last registered plugin first); one without
         a ``plugin_id`` gets the name of the plugin that returned it.
         """
+        return (await self.announce(uid, memory)).messages
+
+    async def announce(self, uid: str, memory: Memory, only: Collection[str] | None = None) -> Announced:
+        """:meth:`on_memory_created`, on the plugins named in ``only`` if given, and which of
+        them raised or timed out (to be called again: see ``MemoryPipeline``)."""
         caller = self.pm.hook.on_memory_created
-        results = await self._dispatch(caller, {"uid": uid, "memory": memory}, uid)
+        outcomes = await self._outcomes(caller, {"uid": uid, "memory": memory}, uid, only)
+        failed = [name for name, result in outcomes if result is _FAILED]
         messages: list[Message] = []
-        for name, result in results:
-            if result is None:
+        for name, result in outcomes:
+            if result is None or result is _FAILED or result is _NO_RESULT:
                 continue
             if not isinstance(result, list) or not all(isinstance(m, Message) for m in result):
                 self._record(name, caller.name, f"returned {type(result).__name__}, not list[Message]")
@@ -138,7 +146,7 @@ class PluginHost:
             messages.extend(
                 m if m.plugin_id is not None else msgspec.structs.replace(m, plugin_id=name) for m in result
             )
-        return messages
+        return Announced(messages=messages, failed=failed)
 
     async def on_memory_processing(self, uid: str, memory: Memory) -> list[PluginResult]:
         """Call ``on_memory_processing`` on the plugins ``uid`` enabled; returns their results."""
@@ -248,16 +256,35 @@ class PluginHost:
 
         With a ``uid``, only the plugins that user enabled (or that are always on) run.
         """
+        outcomes = await self._outcomes(caller, kwargs, uid)
+        return [outcome for outcome in outcomes if outcome[1] is not _NO_RESULT and outcome[1] is not _FAILED]
+
+    async def _outcomes(
+        self,
+        caller: pluggy.HookCaller,
+        kwargs: Mapping[str, object],
+        uid: str | None,
+        only: Collection[str] | None = None,
+    ) -> list[tuple[str, Any]]:
+        """:meth:`_dispatch` (of the plugins in ``only``, if given), failures (``_FAILED``) and
+        skipped plugins (``_NO_RESULT``) included."""
         impls = list(reversed(caller.get_hookimpls()))  # pluggy's call order
         if not impls:
             return []
-        outcomes = await asyncio.gather(*(self._call(caller.name, impl, kwargs, uid) for impl in impls))
-        return [outcome for outcome in outcomes if outcome[1] is not _NO_RESULT]
+        calls = (self._call(caller.name, impl, kwargs, uid, only) for impl in impls)
+        return list(await asyncio.gather(*calls))
 
     async def _call(
-        self, hook: str, impl: pluggy.HookImpl, kwargs: Mapping[str, object], uid: str | None
+        self,
+        hook: str,
+        impl: pluggy.HookImpl,
+        kwargs: Mapping[str, object],
+        uid: str | None,
+        only: Collection[str] | None = None,
     ) -> tuple[str, Any]:
         name = self.pm.get_name(impl.plugin) or impl.plugin_name
+        if only is not None and name not in only:
+            return name, _NO_RESULT
         if uid is not None and not await self._enabled(name, uid):
             return name, _NO_RESULT
         args = {arg: kwargs[arg] for arg in impl.argnames}
@@ -273,7 +300,7 @@ class PluginHost:
             self._fail(name, hook, exc)  # the plugin cancelled itself
         except Exception as exc:
             self._fail(name, hook, exc)
-        return name, _NO_RESULT
+        return name, _FAILED
 
     async def _run(self, function: Callable[..., object], args: dict[str, object]) -> object:
         """``function(**args)`` within the timeout, as a task of its own."""

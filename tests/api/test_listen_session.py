@@ -8,7 +8,7 @@ engine like Deepgram); a silent chunk or the end of the stream ends a final resu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ from app.backends.minilm_embedder import MiniLMEmbedder
 from app.core.journal import OPEN_KEY, ProcessingMemories
 from app.core.listen import ListenConfig, ListenParams, ListenSession
 from app.core.listen_manager import ListenManager
-from app.core.models import Memory, Message, PluginResult, TranscriptSegment
-from app.core.pipeline import MemoryPipeline
+from app.core.models import Memory, PluginResult, TranscriptSegment
+from app.core.pipeline import Announced, MemoryPipeline
 from app.core.ports import MemoryQuery
 from app.core.services import Services
 from app.core.speech_profile import save_profile
@@ -41,8 +41,8 @@ class NoPlugins:
     async def on_memory_processing(self, uid: str, memory: Memory) -> list[PluginResult]:
         return []
 
-    async def on_memory_created(self, uid: str, memory: Memory) -> list[Message]:
-        return []
+    async def announce(self, uid: str, memory: Memory, only: Collection[str] | None = None) -> Announced:
+        return Announced(messages=[])
 
 
 class Sink:

@@ -101,6 +101,21 @@ async def test_failures_are_recorded_while_a_good_plugin_delivers(
     assert status == {"Raising": (True, 1), "Hanging": (True, 1), "Good": (True, 0)}
 
 
+async def test_announce_names_the_plugins_that_failed_and_can_call_only_those(
+    make_plugin_host: PluginHostFactory, sample_memory: Memory
+) -> None:
+    host = make_plugin_host(Raising(), Hanging(), Good(), AsyncGood(), timeout=0.2)
+    announced = await host.announce("A", sample_memory)
+    assert sorted(announced.failed) == ["Hanging", "Raising"]
+    assert sorted(m.id for m in announced.messages) == ["async-A", "good"]
+    again = await host.announce("A", sample_memory, only=["Raising", "AsyncGood"])
+    assert again.failed == ["Raising"]
+    assert [m.id for m in again.messages] == ["async-A"]
+    assert len(host.errors("Hanging")) == 1  # not called the second time
+    nothing = await host.announce("A", sample_memory, only=[])
+    assert (nothing.messages, nothing.failed) == ([], [])
+
+
 async def test_a_plugin_that_swallows_cancellation_does_not_stall_the_dispatch(
     make_plugin_host: PluginHostFactory, sample_memory: Memory
 ) -> None:

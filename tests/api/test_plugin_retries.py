@@ -1,0 +1,163 @@
+"""A plugin whose ``on_memory_created`` fails is called again, alone, until it succeeds or is
+given up; the plugins that succeeded are not called twice.
+
+A real pipeline on the embedded stores and a real plugin host, with a clock the test moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from app.backends.minilm_embedder import MiniLMEmbedder
+from app.core.models import CreateMemory, Memory, Message, TranscriptSegment
+from app.core.pipeline import MAX_HOOK_TRIES, PENDING_HOOKS_KEY, MemoryPipeline
+from app.core.services import Services
+from app.plugins import hookimpl
+from app.plugins.host import PluginHost
+from app.plugins.manager import new_plugin_manager, register_plugin
+from tests.api.conftest import embedded_services
+from tests.fakes.level_engine import LevelEngine
+
+pytestmark = pytest.mark.anyio
+
+UID = "alice:work"  # a uid with a colon, as the owed entries must split it right
+
+
+class Plugin:
+    """Records its calls; raises for its first ``failures`` calls, then answers a message."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.calls: list[str] = []
+
+    @hookimpl
+    async def on_memory_created(self, uid: str, memory: Memory) -> list[Message]:
+        self.calls.append(memory.id)
+        if len(self.calls) <= self.failures:
+            raise ConnectionError("the queue is out of reach")
+        return [
+            Message(id=f"{type(self).__name__}-{len(self.calls)}", text="done", created_at=memory.created_at)
+        ]
+
+
+class Steady(Plugin):
+    pass
+
+
+class Flaky(Plugin):
+    pass
+
+
+class Broken(Plugin):
+    pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+async def services(tmp_path: Path, embedder: MiniLMEmbedder) -> AsyncIterator[Services]:
+    services = embedded_services(tmp_path, embedder, LevelEngine())
+    yield services
+    await services.close()
+
+
+@pytest.fixture
+def plugins() -> Iterator[tuple[PluginHost, Steady, Flaky, Broken]]:
+    steady, flaky, broken = Steady(), Flaky(failures=2), Broken(failures=10**6)
+    pm = new_plugin_manager()
+    for plugin in (steady, flaky, broken):
+        register_plugin(pm, plugin)
+    host = PluginHost(pm, timeout=5.0)
+    yield host, steady, flaky, broken
+    host.close()
+
+
+def request() -> CreateMemory:
+    started = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+    segments = [
+        TranscriptSegment(text="Remind me to call the plumber about the leak tomorrow.", start=0, end=4)
+    ]
+    return CreateMemory(
+        started_at=started, finished_at=started + timedelta(minutes=1), transcript_segments=segments
+    )
+
+
+async def owed(services: Services) -> dict[str, dict[str, object]]:
+    return {
+        entry: msgspec.json.decode(value)
+        for entry, value in (await services.kv.hgetall(PENDING_HOOKS_KEY)).items()
+    }
+
+
+async def test_failed_plugins_are_called_again_alone_with_back_off_and_given_up_in_the_end(
+    services: Services, plugins: tuple[PluginHost, Steady, Flaky, Broken]
+) -> None:
+    host, steady, flaky, broken = plugins
+    clock = Clock()
+    pipeline = MemoryPipeline(services, host, clock=clock)
+
+    memory, messages = await pipeline.create(UID, request())
+    assert [m.id for m in messages] == ["Steady-1"]  # the request succeeds with what succeeded
+    entry = f"{UID}:{memory.id}"
+    retry = (await owed(services))[entry]
+    assert sorted(retry["plugins"]) == ["Broken", "Flaky"] and retry["tries"] == 1  # type: ignore[arg-type]
+
+    # not before the back-off (60 s, doubling)
+    assert await pipeline.announce_pending() == 0
+    clock.advance(59)
+    assert await pipeline.announce_pending() == 0
+    clock.advance(1)
+    assert await pipeline.announce_pending() == 1  # Flaky's second failure
+    clock.advance(119)
+    assert await pipeline.announce_pending() == 0
+    clock.advance(1)
+    assert await pipeline.announce_pending() == 1  # Flaky succeeds
+    assert (steady.calls, flaky.calls) == ([memory.id], [memory.id] * 3)
+    assert (await owed(services))[entry] == {
+        "at": msgspec.json.decode(msgspec.json.encode(clock.now)),
+        "plugins": ["Broken"],
+        "tries": 3,
+    }
+
+    while await owed(services):  # Broken, until it is given up
+        clock.advance(3600)
+        await pipeline.announce_pending()
+    assert len(broken.calls) == MAX_HOOK_TRIES
+    assert (len(steady.calls), len(flaky.calls)) == (1, 3)  # never called again once they succeeded
+    stored = sorted(m.id for m in await services.store.list_messages(UID))
+    assert stored == ["Flaky-3", "Steady-1"]
+    assert (await services.store.get(UID, memory.id)) is not None
+
+
+async def test_an_entry_owed_by_a_crash_calls_every_plugin_and_then_only_those_that_failed(
+    services: Services, plugins: tuple[PluginHost, Steady, Flaky, Broken]
+) -> None:
+    host, steady, flaky, broken = plugins
+    clock = Clock()
+    pipeline = MemoryPipeline(services, host, clock=clock)
+    memory, _ = await pipeline.create(UID, request(), trigger_integrations=False)
+    # as a crash between the store write and the plugins leaves it: a plain time
+    await services.kv.hset(PENDING_HOOKS_KEY, f"{UID}:{memory.id}", msgspec.json.encode(clock.now).decode())
+    assert await pipeline.announce_pending() == 1
+    assert (len(steady.calls), len(flaky.calls), len(broken.calls)) == (1, 1, 1)
+    clock.advance(60)
+    assert await pipeline.announce_pending() == 1
+    assert (len(steady.calls), len(flaky.calls), len(broken.calls)) == (1, 2, 2)
+    # an entry that does not parse counts as owed long ago and calls everyone
+    await services.kv.hset(PENDING_HOOKS_KEY, f"{UID}:{memory.id}", "not json")
+    assert await pipeline.announce_pending() == 1
+    assert (len(steady.calls), len(flaky.calls), len(broken.calls)) == (2, 3, 3)
