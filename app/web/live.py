@@ -140,9 +140,14 @@ class LiveFeed:
         return f"{self.prefix}live:{uid}"
 
     def publish(self, uid: str, session_id: str, segments: Sequence[TranscriptSegment]) -> None:
-        """Publish one final result of ``uid``'s session (returns at once)."""
+        """Publish one final result of ``uid``'s session (returns at once). Once the app is
+        shutting down (its channels stopped), a session still transcribing has no page to show
+        it to: the line is dropped (its words are in the session's memory)."""
         update = LiveUpdate(session_id=session_id, segments=list(segments))
-        self.channels.publish(msgspec.json.encode(update), self.channel(uid))
+        try:
+            self.channels.publish(msgspec.json.encode(update), self.channel(uid))
+        except RuntimeError as exc:  # litestar: "Plugin not yet initialized" (or stopped)
+            log.debug("live feed: the channels are not running; a line was not shown: %s", exc)
 
     @asynccontextmanager
     async def subscription(self, uid: str) -> AsyncIterator[asyncio.Queue[LiveUpdate]]:

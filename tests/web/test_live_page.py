@@ -90,6 +90,19 @@ async def test_each_user_streams_only_their_own_updates() -> None:
         await only_own_updates(LiveFeed(channels))
 
 
+async def test_a_line_published_once_the_channels_have_stopped_is_dropped_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    channels = ChannelsPlugin(backend=MemoryChannelsBackend(), arbitrary_channels_allowed=True)
+    feed = LiveFeed(channels)
+    async with channels:
+        feed.publish("alice", "s-alice", [segment("while the app runs")])
+    # a session still transcribing while the app shuts down
+    with caplog.at_level("DEBUG", logger="omi_backend.web.live"):
+        feed.publish("alice", "s-alice", [segment("after the app stopped")])
+    assert [r.levelname for r in caplog.records if r.name == "omi_backend.web.live"] == ["DEBUG"]
+
+
 async def test_each_user_streams_only_their_own_updates_over_redis() -> None:
     client = redis.asyncio.Redis.from_url(REDIS_URL)
     try:
