@@ -7,6 +7,7 @@ A real pipeline on the embedded stores and a real plugin host, with a clock the 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -75,14 +76,26 @@ async def services(tmp_path: Path, embedder: MiniLMEmbedder) -> AsyncIterator[Se
     await services.close()
 
 
+@dataclass
+class World:
+    """A pipeline with the three plugins, on a clock the test moves."""
+
+    pipeline: MemoryPipeline
+    clock: Clock
+    steady: Steady
+    flaky: Flaky
+    broken: Broken
+
+
 @pytest.fixture
-def plugins() -> Iterator[tuple[PluginHost, Steady, Flaky, Broken]]:
+def world(services: Services) -> Iterator[World]:
     steady, flaky, broken = Steady(), Flaky(failures=2), Broken(failures=10**6)
     pm = new_plugin_manager()
     for plugin in (steady, flaky, broken):
         register_plugin(pm, plugin)
     host = PluginHost(pm, timeout=5.0)
-    yield host, steady, flaky, broken
+    clock = Clock()
+    yield World(MemoryPipeline(services, host, clock=clock), clock, steady, flaky, broken)
     host.close()
 
 
@@ -104,11 +117,9 @@ async def owed(services: Services) -> dict[str, dict[str, object]]:
 
 
 async def test_failed_plugins_are_called_again_alone_with_back_off_and_given_up_in_the_end(
-    services: Services, plugins: tuple[PluginHost, Steady, Flaky, Broken]
+    services: Services, world: World
 ) -> None:
-    host, steady, flaky, broken = plugins
-    clock = Clock()
-    pipeline = MemoryPipeline(services, host, clock=clock)
+    pipeline, clock = world.pipeline, world.clock
 
     memory, messages = await pipeline.create(UID, request())
     assert [m.id for m in messages] == ["Steady-1"]  # the request succeeds with what succeeded
@@ -126,7 +137,7 @@ async def test_failed_plugins_are_called_again_alone_with_back_off_and_given_up_
     assert await pipeline.announce_pending() == 0
     clock.advance(1)
     assert await pipeline.announce_pending() == 1  # Flaky succeeds
-    assert (steady.calls, flaky.calls) == ([memory.id], [memory.id] * 3)
+    assert (world.steady.calls, world.flaky.calls) == ([memory.id], [memory.id] * 3)
     assert (await owed(services))[entry] == {
         "at": msgspec.json.decode(msgspec.json.encode(clock.now)),
         "plugins": ["Broken"],
@@ -136,28 +147,29 @@ async def test_failed_plugins_are_called_again_alone_with_back_off_and_given_up_
     while await owed(services):  # Broken, until it is given up
         clock.advance(3600)
         await pipeline.announce_pending()
-    assert len(broken.calls) == MAX_HOOK_TRIES
-    assert (len(steady.calls), len(flaky.calls)) == (1, 3)  # never called again once they succeeded
+    assert len(world.broken.calls) == MAX_HOOK_TRIES
+    assert (len(world.steady.calls), len(world.flaky.calls)) == (
+        1,
+        3,
+    )  # never called again once they succeeded
     stored = sorted(m.id for m in await services.store.list_messages(UID))
     assert stored == ["Flaky-3", "Steady-1"]
     assert (await services.store.get(UID, memory.id)) is not None
 
 
 async def test_an_entry_owed_by_a_crash_calls_every_plugin_and_then_only_those_that_failed(
-    services: Services, plugins: tuple[PluginHost, Steady, Flaky, Broken]
+    services: Services, world: World
 ) -> None:
-    host, steady, flaky, broken = plugins
-    clock = Clock()
-    pipeline = MemoryPipeline(services, host, clock=clock)
+    pipeline, clock = world.pipeline, world.clock
     memory, _ = await pipeline.create(UID, request(), trigger_integrations=False)
     # as a crash between the store write and the plugins leaves it: a plain time
     await services.kv.hset(PENDING_HOOKS_KEY, f"{UID}:{memory.id}", msgspec.json.encode(clock.now).decode())
     assert await pipeline.announce_pending() == 1
-    assert (len(steady.calls), len(flaky.calls), len(broken.calls)) == (1, 1, 1)
+    assert (len(world.steady.calls), len(world.flaky.calls), len(world.broken.calls)) == (1, 1, 1)
     clock.advance(60)
     assert await pipeline.announce_pending() == 1
-    assert (len(steady.calls), len(flaky.calls), len(broken.calls)) == (1, 2, 2)
+    assert (len(world.steady.calls), len(world.flaky.calls), len(world.broken.calls)) == (1, 2, 2)
     # an entry that does not parse counts as owed long ago and calls everyone
     await services.kv.hset(PENDING_HOOKS_KEY, f"{UID}:{memory.id}", "not json")
     assert await pipeline.announce_pending() == 1
-    assert (len(steady.calls), len(flaky.calls), len(broken.calls)) == (2, 3, 3)
+    assert (len(world.steady.calls), len(world.flaky.calls), len(world.broken.calls)) == (2, 3, 3)
