@@ -11,6 +11,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.logging.config import LoggingConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
@@ -245,5 +246,8 @@ def create_app(
         openapi_config=OpenAPIConfig(
             title="omi-backend", version="0.1.0", path="/schema", components=COMPONENTS
         ),
+        # The root logger is the process's (``omi-backend serve`` configures it, app/logsafe.py),
+        # not each app's: an app built in-process (tests, embedding) leaves it alone.
+        logging_config=LoggingConfig(configure_root_logger=False),
         debug=False,
     )
