@@ -40,7 +40,7 @@ log = logging.getLogger("omi_backend.plugins")
 EnabledCheck = Callable[[str, str], Awaitable[bool]]
 """``await is_enabled(plugin_name, uid)``: whether ``uid`` enabled the plugin."""
 
-_NO_RESULT: Any = object()  # what a skipped (not enabled, or not asked for) implementation yields
+_NO_RESULT: Any = object()  # what a skipped (not enabled) implementation yields
 _FAILED: Any = object()  # what an implementation that raised or timed out yields
 _DETAIL_CHARS = 4_000
 
@@ -135,10 +135,9 @@ class PluginHost:
         them raised or timed out (to be called again: see ``MemoryPipeline``)."""
         caller = self.pm.hook.on_memory_created
         outcomes = await self._outcomes(caller, {"uid": uid, "memory": memory}, uid, only)
-        failed = [name for name, result in outcomes if result is _FAILED]
         messages: list[Message] = []
-        for name, result in outcomes:
-            if result is None or result is _FAILED or result is _NO_RESULT:
+        for name, result in _successes(outcomes):
+            if result is None:
                 continue
             if not isinstance(result, list) or not all(isinstance(m, Message) for m in result):
                 self._record(name, caller.name, f"returned {type(result).__name__}, not list[Message]")
@@ -146,7 +145,7 @@ class PluginHost:
             messages.extend(
                 m if m.plugin_id is not None else msgspec.structs.replace(m, plugin_id=name) for m in result
             )
-        return Announced(messages=messages, failed=failed)
+        return Announced(messages=messages, failed=[name for name, result in outcomes if result is _FAILED])
 
     async def on_memory_processing(self, uid: str, memory: Memory) -> list[PluginResult]:
         """Call ``on_memory_processing`` on the plugins ``uid`` enabled; returns their results."""
@@ -202,7 +201,7 @@ class PluginHost:
         """Call a plain, build-time hook of every plugin in registration order; failures recorded."""
         results: list[tuple[str, Any]] = []
         for impl in caller.get_hookimpls():
-            name = self.pm.get_name(impl.plugin) or impl.plugin_name
+            name = self._name(impl)
             try:
                 results.append((name, impl.function()))
             except Exception as exc:
@@ -256,8 +255,7 @@ class PluginHost:
 
         With a ``uid``, only the plugins that user enabled (or that are always on) run.
         """
-        outcomes = await self._outcomes(caller, kwargs, uid)
-        return [outcome for outcome in outcomes if outcome[1] is not _NO_RESULT and outcome[1] is not _FAILED]
+        return _successes(await self._outcomes(caller, kwargs, uid))
 
     async def _outcomes(
         self,
@@ -268,23 +266,22 @@ class PluginHost:
     ) -> list[tuple[str, Any]]:
         """:meth:`_dispatch` (of the plugins in ``only``, if given), failures (``_FAILED``) and
         skipped plugins (``_NO_RESULT``) included."""
-        impls = list(reversed(caller.get_hookimpls()))  # pluggy's call order
+        impls = [
+            impl
+            for impl in reversed(caller.get_hookimpls())  # pluggy's call order
+            if only is None or self._name(impl) in only
+        ]
         if not impls:
             return []
-        calls = (self._call(caller.name, impl, kwargs, uid, only) for impl in impls)
-        return list(await asyncio.gather(*calls))
+        return list(await asyncio.gather(*(self._call(caller.name, impl, kwargs, uid) for impl in impls)))
+
+    def _name(self, impl: pluggy.HookImpl) -> str:
+        return self.pm.get_name(impl.plugin) or impl.plugin_name
 
     async def _call(
-        self,
-        hook: str,
-        impl: pluggy.HookImpl,
-        kwargs: Mapping[str, object],
-        uid: str | None,
-        only: Collection[str] | None = None,
+        self, hook: str, impl: pluggy.HookImpl, kwargs: Mapping[str, object], uid: str | None
     ) -> tuple[str, Any]:
-        name = self.pm.get_name(impl.plugin) or impl.plugin_name
-        if only is not None and name not in only:
-            return name, _NO_RESULT
+        name = self._name(impl)
         if uid is not None and not await self._enabled(name, uid):
             return name, _NO_RESULT
         args = {arg: kwargs[arg] for arg in impl.argnames}
@@ -359,7 +356,7 @@ class PluginHost:
             return self._infos
         infos: dict[str, PluginInfo] = {}
         for impl in self.pm.hook.plugin_info.get_hookimpls():
-            name = self.pm.get_name(impl.plugin) or impl.plugin_name
+            name = self._name(impl)
             try:
                 info = impl.function()
             except Exception as exc:
@@ -388,3 +385,8 @@ class PluginHost:
         errors = self._errors.setdefault(name, deque(maxlen=self._max_errors))
         errors.append(PluginError(at=self._clock(), hook=hook, message=message, detail=detail))
         self._error_counts[name] = self._error_counts.get(name, 0) + 1
+
+
+def _successes(outcomes: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The (name, result) of the implementations that ran and returned."""
+    return [(name, result) for name, result in outcomes if result is not _NO_RESULT and result is not _FAILED]
