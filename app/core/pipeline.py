@@ -17,7 +17,7 @@ A plugin whose ``on_memory_created`` raises or times out (the webhooks plugin wh
 queue is out of reach, say) is called again, alone, with the same memory: its entry's value
 becomes a :class:`_Retry` naming the plugins still owed, tried after a back-off that doubles
 from :data:`RETRY_SECONDS` up to an hour, and given up (logged) after
-:data:`MAX_HOOK_TRIES` calls, about seven hours.
+:data:`MAX_HOOK_TRIES` calls, about six hours.
 """
 
 from __future__ import annotations
@@ -287,9 +287,8 @@ class MemoryPipeline:
         now = self.clock()
         found: list[tuple[str, Memory | None, _Retry | None]] = []
         for entry, value in (await self.services.kv.hgetall(key)).items():
-            stamp = _stamp(value)
-            retry = stamp if isinstance(stamp, _Retry) else None
-            age = _age(stamp.at if isinstance(stamp, _Retry) else stamp, now)
+            at, retry = _owed_value(value)
+            age = _age(at, now)
             if entry in self._active or age < max(min_age, retry.backoff() if retry else 0.0):
                 continue
             uid, memory_id = _split(entry)
@@ -375,12 +374,14 @@ def _split(entry: str) -> tuple[str, str]:
     return uid, memory_id
 
 
-def _stamp(value: str) -> datetime | _Retry | None:
-    """An entry's value: the time it was owed, or a retry (``None``: unreadable)."""
+def _owed_value(value: str) -> tuple[datetime | None, _Retry | None]:
+    """An entry's value: when it was owed (or last tried; ``None``: unreadable) and, for
+    plugins that failed, its retry."""
     try:
-        return msgspec.json.decode(value, type=datetime | _Retry)
+        decoded = msgspec.json.decode(value, type=datetime | _Retry)
     except (msgspec.DecodeError, TypeError):
-        return None
+        return None, None
+    return (decoded.at, decoded) if isinstance(decoded, _Retry) else (decoded, None)
 
 
 def _age(stamp: datetime | None, now: datetime) -> float:
