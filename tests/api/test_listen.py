@@ -66,9 +66,9 @@ async def test_every_clip_in_every_codec_becomes_a_memory_with_a_low_word_error_
     codec: str, tmp_path: Path, embedder: MiniLMEmbedder
 ) -> None:
     results: dict[str, tuple[Listener, dict[str, Any]]] = {}
-    # Each clip and 1 s of silence, encoded before the server starts: encoding 20 ms Opus frames
-    # beside the server's event loop and Whisper's threads fights them for the GIL, and took
-    # 90 s instead of 2 s.
+    # Each clip and 1 s of silence, encoded before the server starts (about 1 s for the corpus in
+    # Opus): encoding 20 ms Opus frames beside the server's event loop and Whisper's threads
+    # fought them for the GIL, and the opus run took 105-292 s instead of 19-23 s.
     clips = {name: encode(clip(name) + silence(1.0), codec)[0] for name in CORPUS}
     # Every clip is sent at once, faster than real time, and then the client waits in silence
     # for Whisper's backlog: the idle limit counts from where each clip ends, but five sessions
