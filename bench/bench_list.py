@@ -68,7 +68,7 @@ def main() -> None:
         data = Path(tmp)
         token, writer = make_tokens(data, ["bench", "writer"])
         bare_file = data / "bare.json"
-        with server(data, BENCH_BARE_FILE=str(bare_file)) as url:
+        with server(data, env={"BENCH_BARE_FILE": str(bare_file)}) as url:
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
                 for seed in range(40):
                     c.post("/v1/memories", json=create_body(seed)).raise_for_status()

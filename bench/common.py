@@ -50,6 +50,51 @@ def make_tokens(data_dir: Path, uids: list[str]) -> list[str]:
     return asyncio.run(create())
 
 
+class Spawned:
+    """``bench/<script>`` in a subprocess on a free port (the embedded defaults in
+    ``data_dir``): ``url``, ``proc``, and :meth:`stop`.
+
+    ``env`` adds environment variables; ``cpu`` pins it to one core (with ``taskset``, where
+    present); its output goes to ``log`` if given, else nowhere with ``quiet``, else to ours.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        script: str = "server.py",
+        *,
+        cpu: int | None = None,
+        quiet: bool = False,
+        log: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        environ = {**os.environ, "OMI_DATA_DIR": str(data_dir), "OMI_PORT": str(port), **(env or {})}
+        command = [sys.executable, str(ROOT / "bench" / script)]
+        if cpu is not None and shutil.which("taskset"):
+            command = ["taskset", "-c", str(cpu), *command]
+        if log is not None:
+            with log.open("wb") as out:
+                self.proc = subprocess.Popen(
+                    command, env=environ, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                )
+        else:
+            stdout = subprocess.DEVNULL if quiet else None
+            self.proc = subprocess.Popen(command, env=environ, cwd=ROOT, stdout=stdout)
+
+    def stop(self, timeout: float) -> int | None:
+        """SIGTERM, then wait up to ``timeout`` seconds (a listen server makes the memories of
+        its last sessions); the exit code, or ``None``: killed."""
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+
 @contextmanager
 def server(
     data_dir: Path,
@@ -60,38 +105,14 @@ def server(
     start_attempts: int = 300,
     stop_timeout: float = 30,
     env: Mapping[str, str] | None = None,
-    **more_env: str,
 ) -> Iterator[str]:
-    """Run ``bench/<script>`` on a free port until the context ends; yields its base URL.
-
-    ``env`` and keyword arguments are environment variables for it; ``cpu`` pins it to one
-    core (with ``taskset``, where present); ``quiet`` drops its stdout; a server that does
-    not stop within ``stop_timeout`` seconds is killed.
-    """
-    port = free_port()
-    environ = {
-        **os.environ,
-        "OMI_DATA_DIR": str(data_dir),
-        "OMI_PORT": str(port),
-        **(env or {}),
-        **more_env,
-    }
-    command = [sys.executable, str(ROOT / "bench" / script)]
-    if cpu is not None and shutil.which("taskset"):
-        command = ["taskset", "-c", str(cpu), *command]
-    stdout = subprocess.DEVNULL if quiet else None
-    proc = subprocess.Popen(command, env=environ, cwd=ROOT, stdout=stdout)
-    url = f"http://127.0.0.1:{port}"
+    """:class:`Spawned` until the context ends; yields its base URL once it answers."""
+    spawned = Spawned(data_dir, script, cpu=cpu, quiet=quiet, env=env)
     try:
-        wait_until_up(url, attempts=start_attempts)
-        yield url
+        wait_until_up(spawned.url, attempts=start_attempts)
+        yield spawned.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=stop_timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        spawned.stop(stop_timeout)
 
 
 def wait_until_up(url: str, attempts: int = 300) -> None:

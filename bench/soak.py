@@ -68,7 +68,6 @@ import math
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -82,7 +81,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RESULTS, ROOT, free_port, make_tokens, run_info, wait_until_up, write_results
+from bench.common import RESULTS, ROOT, Spawned, make_tokens, run_info, wait_until_up, write_results
 from bench.soak_eval import Recorder, evaluate, report_lines
 from bench.transcripts import create_body
 
@@ -141,32 +140,12 @@ def users_per_slot(clips: list[Clip], window_s: float) -> int:
 # -- the server ------------------------------------------------------------------------------
 
 
-class Server:
+class Server(Spawned):
     """bench/listen_server.py in a subprocess, its output in a log file."""
 
     def __init__(self, data: Path, log: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(data, "listen_server.py", log=log, env=env)
         self.log = log
-        environ = {**os.environ, "OMI_DATA_DIR": str(data), "OMI_PORT": str(self.port), **env}
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "bench" / "listen_server.py")],
-                env=environ,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def stop(self, timeout: float = 180.0) -> int | None:
-        """SIGTERM, then wait (the server makes the memories of the last sessions); None: killed."""
-        self.proc.terminate()
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
 
     def log_lines(self, pattern: re.Pattern[str]) -> list[str]:
         """The lines of the server's log that match ``pattern`` (LOG_ERROR, LOG_WARNING)."""
@@ -534,7 +513,7 @@ def main() -> None:
             outcome = asyncio.run(drive(args, server, tokens, clips))
         finally:
             progress("stopping the server (it makes the memories of the last sessions)")
-            exit_code = server.stop()
+            exit_code = server.stop(timeout=180.0)
         rec: Recorder = outcome["recorder"]
         log_errors = server.log_lines(LOG_ERROR)
         log_warnings = server.log_lines(LOG_WARNING)

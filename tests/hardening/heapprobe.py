@@ -4,8 +4,8 @@ Run as ``python -m tests.hardening.heapprobe serve``: the server as ``omi-backen
 on SIGUSR1 it collects garbage and writes, to the file named by ``OMI_TEST_HEAP_REPORT``, the
 blocks the Python allocator holds (``sys.getallocatedblocks``) and a count of the objects the
 collector tracks, by type. Unlike the resident size, these do not depend on what the C
-allocators keep after a peak, so a few hundred blocks more after thousands of connections is
-a leak, not fragmentation.
+allocators keep after a peak: growth of the order of the connections made (or objects of a
+connection's types still alive after it ended) is a leak, not fragmentation.
 """
 
 from __future__ import annotations
